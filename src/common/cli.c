@@ -1,0 +1,487 @@
+/* The command line shared by fustor-fusion and fustor-agent: start, stop, reload, status,
+ * validate, --version, --help. Commands are thin: config.c, daemon.c and service.c do the
+ * work. Exit codes: 0 ok, 1 failure, 2 usage, 3 `status` of a process that is not running. */
+#include "common/cli.h"
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/fsutil.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/service.h"
+#include "version.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+#define EXIT_NOT_RUNNING 3
+
+static void usage(const struct fu_app *app, FILE *f)
+{
+    const char *k = fu_cfg_kind_name(app->kind);
+    fprintf(f,
+            "Usage: %s <command> [options]\n"
+            "\n"
+            "Commands:\n"
+            "  start [FILE] [-D|--daemon]  start; without FILE only the pipes of default.yaml\n"
+            "                              are activated; FILE is a name in the config dir or a\n"
+            "                              path; -D detaches and logs to logs/%s.log\n"
+            "  stop [--timeout SEC]        SIGTERM, then SIGKILL after SEC (default 10)\n"
+            "  reload                      re-read the config (SIGHUP) and report the outcome\n"
+            "  status [--json|--config]    running or not, pid, config files, active pipes;\n"
+            "                              --config prints the effective config, secrets hidden\n"
+            "  validate [FILE]             check the config; non-zero exit on errors\n"
+            "  --version, --help\n"
+            "\n"
+            "Config: $FUSTOR_HOME/%s-config/*.yaml ($FUSTOR_HOME defaults to ~/.fustor).\n"
+            "Environment: FUSTOR_HOME, FUSTOR_LOG_LEVEL%s.\n",
+            app->prog, k, k, app->kind == FU_CFG_FUSION ? ", FUSTOR_FUSION_PORT" : "");
+}
+
+static void print_diags(const struct fu_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        char *s = fu_diag_format(&d->v[i]);
+        fprintf(stderr, "%s\n", s);
+        free(s);
+    }
+}
+
+static char *pid_path(const struct fu_app *app, const char *home)
+{
+    return fu_service_path(home, NULL, app->kind, ".pid");
+}
+
+/* ------------------------------------------------------------ start */
+
+static int cmd_start(const struct fu_app *app, const char *home, const char *file, bool daemon)
+{
+    struct fu_service svc = {.app = app, .daemon = daemon, .report_fd = -1};
+    svc.pidfile.fd = -1;
+    struct fu_diags d;
+    fu_diags_init(&d);
+    int rc = fu_config_load(&svc.cfg, app->kind, home, file, &d);
+    print_diags(&d);
+    if (rc < 0) {
+        fprintf(stderr, "%s: not started: %zu error(s) in the config\n", app->prog, d.n_errors);
+        fu_diags_free(&d);
+        fu_config_free(&svc.cfg);
+        return 1;
+    }
+    fu_diags_free(&d);
+
+    char *pidp = pid_path(app, home);
+    pid_t old = 0;
+    if (fu_pidfile_probe(pidp, &old) == FU_PID_STALE)
+        fprintf(stderr, "%s: removing stale pidfile %s (pid %ld is not running)\n", app->prog, pidp,
+                (long)old);
+    fu_mkdirs(home, 0755);
+    rc = fu_pidfile_acquire(&svc.pidfile, pidp, &old);
+    if (rc == -EEXIST)
+        fprintf(stderr, "%s: already running (pid %ld); run '%s stop' first\n", app->prog,
+                (long)old, app->prog);
+    else if (rc < 0)
+        fprintf(stderr, "%s: cannot lock pidfile %s: %s\n", app->prog, pidp, strerror(-rc));
+    free(pidp);
+    if (rc < 0) {
+        fu_config_free(&svc.cfg);
+        return 1;
+    }
+    if (file)
+        svc.start_file = strdup(file);
+
+    if (daemon) {
+        char *out = fu_service_path(home, "logs", app->kind, ".log");
+        char *logs = fu_path_join(home, "logs");
+        if (logs)
+            fu_mkdirs(logs, 0755);
+        free(logs);
+        rc = fu_daemonize(out, &svc.report_fd);
+        free(out);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot detach: %s\n", app->prog, strerror(-rc));
+            fu_pidfile_release(&svc.pidfile);
+            fu_config_free(&svc.cfg);
+            free(svc.start_file);
+            return 1;
+        }
+    }
+    fu_pidfile_write(&svc.pidfile, getpid());
+    return fu_service_run(&svc);
+}
+
+/* ------------------------------------------------------------ stop / reload */
+
+static bool wait_gone(const char *pidp, double seconds)
+{
+    pid_t pid;
+    for (double t = 0; t < seconds; t += 0.05) {
+        if (fu_pidfile_probe(pidp, &pid) != FU_PID_RUNNING)
+            return true;
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    return fu_pidfile_probe(pidp, &pid) != FU_PID_RUNNING;
+}
+
+static int cmd_stop(const struct fu_app *app, const char *home, double timeout)
+{
+    char *pidp = pid_path(app, home);
+    pid_t pid;
+    enum fu_pid_state st = fu_pidfile_probe(pidp, &pid);
+    int rc = 0;
+    if (st == FU_PID_NONE) {
+        printf("%s is not running\n", app->prog);
+    } else if (st == FU_PID_STALE) {
+        unlink(pidp);
+        printf("%s is not running; removed stale pidfile (pid %ld)\n", app->prog, (long)pid);
+    } else if (pid <= 0 || kill(pid, SIGTERM) < 0) {
+        fprintf(stderr, "%s: cannot signal pid %ld: %s\n", app->prog, (long)pid,
+                pid <= 0 ? "pidfile holds no pid" : strerror(errno));
+        rc = 1;
+    } else if (wait_gone(pidp, timeout)) {
+        printf("%s stopped (pid %ld)\n", app->prog, (long)pid);
+    } else {
+        fprintf(stderr, "%s: pid %ld did not stop within %.0f s; sending SIGKILL\n", app->prog,
+                (long)pid, timeout);
+        kill(pid, SIGKILL);
+        if (wait_gone(pidp, 5)) {
+            unlink(pidp);
+            printf("%s killed (pid %ld)\n", app->prog, (long)pid);
+        } else {
+            fprintf(stderr, "%s: pid %ld survived SIGKILL\n", app->prog, (long)pid);
+            rc = 1;
+        }
+    }
+    free(pidp);
+    return rc;
+}
+
+static bool key_is(const struct fu_jr *r, const char *k)
+{
+    return r->str_len == strlen(k) && !memcmp(r->str, k, r->str_len);
+}
+
+/* Reads the status file into `out`. Returns its reload_seq, or -1 when unreadable; sets
+ * *reload_ok to last_reload.ok. */
+static long long read_status(const struct fu_app *app, const char *home, struct fu_buf *out,
+                             bool *reload_ok)
+{
+    char *p = fu_service_path(home, "run", app->kind, ".status.json");
+    fu_buf_reset(out);
+    int rc = p ? fu_read_file(p, 1 << 20, out) : -ENOMEM;
+    free(p);
+    if (rc < 0)
+        return -1;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(out), out->len);
+    long long seq = -1;
+    *reload_ok = false;
+    if (fu_jr_next(&r) == FU_JSON_OBJ_BEGIN) {
+        while (fu_jr_next(&r) == FU_JSON_KEY) {
+            bool want_seq = key_is(&r, "reload_seq"), want_last = key_is(&r, "last_reload");
+            enum fu_json_tok t = fu_jr_next(&r);
+            if (want_seq && t == FU_JSON_INT) {
+                seq = r.i64;
+            } else if (want_last && t == FU_JSON_OBJ_BEGIN) {
+                while (fu_jr_next(&r) == FU_JSON_KEY) {
+                    bool want_ok = key_is(&r, "ok");
+                    t = fu_jr_next(&r);
+                    if (want_ok)
+                        *reload_ok = t == FU_JSON_TRUE;
+                    else if (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN)
+                        fu_jr_skip(&r);
+                }
+            } else if (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN) {
+                fu_jr_skip(&r);
+            }
+        }
+    }
+    fu_jr_free(&r);
+    return seq;
+}
+
+static void print_json_value(struct fu_jr *r, enum fu_json_tok t, int indent);
+
+/* Prints the status document as indented "key: value" lines. */
+static void print_json_object(struct fu_jr *r, int indent)
+{
+    enum fu_json_tok t;
+    while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
+        printf("%*s%.*s:", indent, "", (int)r->str_len, r->str);
+        t = fu_jr_next(r);
+        if (t == FU_JSON_OBJ_BEGIN) {
+            printf("\n");
+            print_json_object(r, indent + 2);
+        } else {
+            printf(" ");
+            print_json_value(r, t, indent);
+            printf("\n");
+        }
+    }
+}
+
+static void print_json_value(struct fu_jr *r, enum fu_json_tok t, int indent)
+{
+    switch (t) {
+    case FU_JSON_STRING:
+        printf("%.*s", (int)r->str_len, r->str);
+        break;
+    case FU_JSON_INT:
+        printf("%lld", (long long)r->i64);
+        break;
+    case FU_JSON_DOUBLE:
+        printf("%g", r->dbl);
+        break;
+    case FU_JSON_TRUE:
+        printf("yes");
+        break;
+    case FU_JSON_FALSE:
+        printf("no");
+        break;
+    case FU_JSON_NULL:
+        printf("-");
+        break;
+    case FU_JSON_ARR_BEGIN: {
+        int n = 0;
+        while ((t = fu_jr_next(r)) != FU_JSON_ARR_END && t > FU_JSON_EOF) {
+            if (t == FU_JSON_OBJ_BEGIN) {
+                printf("\n");
+                print_json_object(r, indent + 2);
+            } else {
+                printf("%s", n ? ", " : "");
+                print_json_value(r, t, indent);
+            }
+            n++;
+        }
+        if (!n)
+            printf("(none)");
+        break;
+    }
+    case FU_JSON_OBJ_BEGIN:
+        print_json_object(r, indent + 2);
+        break;
+    default:
+        break;
+    }
+}
+
+static int cmd_reload(const struct fu_app *app, const char *home)
+{
+    char *pidp = pid_path(app, home);
+    pid_t pid;
+    enum fu_pid_state st = fu_pidfile_probe(pidp, &pid);
+    free(pidp);
+    if (st != FU_PID_RUNNING) {
+        fprintf(stderr, "%s is not running%s\n", app->prog,
+                st == FU_PID_STALE ? " (stale pidfile)" : "");
+        return 1;
+    }
+    struct fu_buf status = FU_BUF_INIT;
+    bool ok = false;
+    long long seq = read_status(app, home, &status, &ok);
+    if (kill(pid, SIGHUP) < 0) {
+        fprintf(stderr, "%s: cannot signal pid %ld: %s\n", app->prog, (long)pid, strerror(errno));
+        fu_buf_free(&status);
+        return 1;
+    }
+    /* Wait for the daemon to record the outcome, so the operator learns it here. */
+    long long now = seq;
+    for (int i = 0; i < 200 && now <= seq; i++) {
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        now = read_status(app, home, &status, &ok);
+    }
+    int rc = 0;
+    if (now <= seq) {
+        printf("reload signal sent to pid %ld; no outcome reported yet (see the log)\n", (long)pid);
+    } else {
+        struct fu_jr r;
+        fu_jr_init(&r, fu_buf_str(&status), status.len);
+        if (fu_jr_next(&r) == FU_JSON_OBJ_BEGIN) {
+            enum fu_json_tok t;
+            while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
+                bool want = key_is(&r, "last_reload");
+                t = fu_jr_next(&r);
+                if (want && t == FU_JSON_OBJ_BEGIN) {
+                    printf("%s reload %s (pid %ld)\n", app->prog, ok ? "applied" : "REJECTED",
+                           (long)pid);
+                    print_json_object(&r, 2);
+                } else if (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN) {
+                    fu_jr_skip(&r);
+                }
+            }
+        }
+        fu_jr_free(&r);
+        rc = ok ? 0 : 1;
+    }
+    fu_buf_free(&status);
+    return rc;
+}
+
+/* ------------------------------------------------------------ status / validate */
+
+static int cmd_status(const struct fu_app *app, const char *home, bool json, bool config)
+{
+    if (config) {
+        struct fu_config cfg;
+        struct fu_diags d;
+        fu_diags_init(&d);
+        fu_config_load(&cfg, app->kind, home, NULL, &d);
+        print_diags(&d);
+        struct fu_buf b = FU_BUF_INIT;
+        fu_config_to_json(&cfg, true, &b);
+        printf("%s\n", fu_buf_str(&b));
+        fu_buf_free(&b);
+        fu_config_free(&cfg);
+        int rc = d.n_errors ? 1 : 0;
+        fu_diags_free(&d);
+        return rc;
+    }
+    char *pidp = pid_path(app, home);
+    pid_t pid;
+    enum fu_pid_state st = fu_pidfile_probe(pidp, &pid);
+    if (st != FU_PID_RUNNING) {
+        if (json)
+            printf("{\"running\":false,\"stale_pidfile\":%s}\n",
+                   st == FU_PID_STALE ? "true" : "false");
+        else if (st == FU_PID_STALE)
+            printf("%s: not running (stale pidfile %s names pid %ld)\n", app->prog, pidp,
+                   (long)pid);
+        else
+            printf("%s: not running\n", app->prog);
+        free(pidp);
+        return EXIT_NOT_RUNNING;
+    }
+    free(pidp);
+    struct fu_buf status = FU_BUF_INIT;
+    bool ok;
+    long long seq = read_status(app, home, &status, &ok);
+    if (json) {
+        if (seq < 0)
+            printf("{\"running\":true,\"pid\":%ld}\n", (long)pid);
+        else
+            printf("{\"running\":true,\"status\":%s}\n", fu_buf_str(&status));
+    } else {
+        printf("%s: running (pid %ld)\n", app->prog, (long)pid);
+        if (seq >= 0) {
+            struct fu_jr r;
+            fu_jr_init(&r, fu_buf_str(&status), status.len);
+            if (fu_jr_next(&r) == FU_JSON_OBJ_BEGIN)
+                print_json_object(&r, 2);
+            fu_jr_free(&r);
+        } else {
+            printf("  (no status file yet)\n");
+        }
+    }
+    fu_buf_free(&status);
+    return 0;
+}
+
+static int cmd_validate(const struct fu_app *app, const char *home, const char *file)
+{
+    struct fu_config cfg;
+    struct fu_diags d;
+    fu_diags_init(&d);
+    int rc = fu_config_load(&cfg, app->kind, home, file, &d);
+    print_diags(&d);
+    if (rc == 0) {
+        size_t active = 0, n = fu_config_pipes(&cfg)->n;
+        for (size_t i = 0; i < n; i++)
+            active += fu_config_pipe_active(&cfg, fu_config_pipe_at(&cfg, i));
+        printf("%s: config OK: %zu file(s), %zu pipe(s), %zu active with %s, %zu warning(s)\n",
+               cfg.dir, cfg.files.n, n, active,
+               cfg.active_file ? cfg.active_file : "no activated file", d.n_warnings);
+    } else {
+        fprintf(stderr, "%s: %zu error(s), %zu warning(s)\n", cfg.dir ? cfg.dir : home, d.n_errors,
+                d.n_warnings);
+    }
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    return rc == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+int fu_cli_main(const struct fu_app *app, int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(app, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(app, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("%s %s (git %s, protocol v%s)\n", app->prog, FU_VERSION, FU_GIT_REV,
+               FU_PROTOCOL_VERSION);
+        return 0;
+    }
+    const char *file = NULL;
+    bool daemon = false, json = false, config = false;
+    double timeout = 10;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-D") || !strcmp(a, "--daemon")) {
+            daemon = true;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--config")) {
+            config = true;
+        } else if (!strcmp(a, "--timeout") && i + 1 < argc) {
+            char *end;
+            timeout = strtod(argv[++i], &end);
+            if (*end || timeout <= 0) {
+                fprintf(stderr, "%s: --timeout expects seconds > 0, got '%s'\n", app->prog,
+                        argv[i]);
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(app, stdout);
+            return 0;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "%s: unknown option '%s'\n", app->prog, a);
+            usage(app, stderr);
+            return EXIT_USAGE;
+        } else if (!file) {
+            file = a;
+        } else {
+            fprintf(stderr, "%s: unexpected argument '%s'\n", app->prog, a);
+            return EXIT_USAGE;
+        }
+    }
+    bool takes_file = !strcmp(cmd, "start") || !strcmp(cmd, "validate");
+    if (file && !takes_file) {
+        fprintf(stderr, "%s: '%s' takes no file argument\n", app->prog, cmd);
+        return EXIT_USAGE;
+    }
+    char *home = fu_config_home();
+    if (!home) {
+        fprintf(stderr, "%s: out of memory\n", app->prog);
+        return 1;
+    }
+    int rc;
+    if (!strcmp(cmd, "start"))
+        rc = cmd_start(app, home, file, daemon);
+    else if (!strcmp(cmd, "stop"))
+        rc = cmd_stop(app, home, timeout);
+    else if (!strcmp(cmd, "reload"))
+        rc = cmd_reload(app, home);
+    else if (!strcmp(cmd, "status"))
+        rc = cmd_status(app, home, json, config);
+    else if (!strcmp(cmd, "validate"))
+        rc = cmd_validate(app, home, file);
+    else {
+        fprintf(stderr, "%s: unknown command '%s'\n", app->prog, cmd);
+        usage(app, stderr);
+        rc = EXIT_USAGE;
+    }
+    free(home);
+    return rc;
+}

@@ -1,0 +1,223 @@
+/* Pidfile, signals and daemonizing; see daemon.h. */
+#include "common/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static pid_t read_pid(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    long v = strtol(buf, NULL, 10);
+    return v > 0 ? (pid_t)v : 0;
+}
+
+enum fu_pid_state fu_pidfile_probe(const char *path, pid_t *pid)
+{
+    *pid = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FU_PID_NONE;
+    *pid = read_pid(fd);
+    enum fu_pid_state st = FU_PID_RUNNING;
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        st = FU_PID_STALE;
+    }
+    close(fd);
+    return st;
+}
+
+int fu_pidfile_acquire(struct fu_pidfile *pf, const char *path, pid_t *holder)
+{
+    pf->fd = -1;
+    pf->path = NULL;
+    *holder = 0;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        *holder = read_pid(fd);
+        close(fd);
+        return e == EWOULDBLOCK ? -EEXIST : -e;
+    }
+    pf->fd = fd;
+    pf->path = strdup(path);
+    if (!pf->path) {
+        close(fd);
+        pf->fd = -1;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int fu_pidfile_write(struct fu_pidfile *pf, pid_t pid)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)pid);
+    if (ftruncate(pf->fd, 0) < 0 || pwrite(pf->fd, buf, (size_t)n, 0) != n)
+        return -errno;
+    return 0;
+}
+
+void fu_pidfile_release(struct fu_pidfile *pf)
+{
+    if (pf->fd >= 0) {
+        unlink(pf->path);
+        close(pf->fd);
+    }
+    free(pf->path);
+    pf->fd = -1;
+    pf->path = NULL;
+}
+
+static volatile sig_atomic_t pending;
+static int self_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (sig == SIGHUP)
+        pending |= FU_SIG_HUP;
+    else if (sig == SIGUSR1)
+        pending |= FU_SIG_USR1;
+    else
+        pending |= FU_SIG_TERM;
+    if (self_pipe[1] >= 0) {
+        char c = 1;
+        ssize_t r = write(self_pipe[1], &c, 1);
+        (void)r;
+    }
+    errno = saved;
+}
+
+int fu_signals_install(void)
+{
+    if (self_pipe[0] < 0 && pipe2(self_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -errno;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (sigaction(sigs[i], &sa, NULL) < 0)
+            return -errno;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int fu_signals_fd(void)
+{
+    return self_pipe[0];
+}
+
+unsigned fu_signals_take(void)
+{
+    char buf[64];
+    while (self_pipe[0] >= 0 && read(self_pipe[0], buf, sizeof(buf)) > 0)
+        ;
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    unsigned got = (unsigned)pending;
+    pending = 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return got;
+}
+
+int fu_daemonize(const char *out_path, int *report_fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid > 0) {
+        /* The launching process: relay the daemon's report. */
+        close(p[1]);
+        char msg[4096];
+        size_t len = 0;
+        for (;;) {
+            ssize_t n = read(p[0], msg + len, sizeof(msg) - 1 - len);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            if (len == sizeof(msg) - 1)
+                break;
+        }
+        msg[len] = '\0';
+        waitpid(pid, NULL, 0);
+        if (len == 0) {
+            fprintf(stderr, "error: the daemon exited during start-up; see %s\n", out_path);
+            exit(1);
+        }
+        bool ok = msg[0] == '+';
+        fputs(msg + 1, ok ? stdout : stderr);
+        exit(ok ? 0 : 1);
+    }
+    close(p[0]);
+    if (setsid() < 0)
+        _exit(1);
+    pid = fork();
+    if (pid < 0)
+        _exit(1);
+    if (pid > 0)
+        _exit(0);
+    umask(027);
+    if (chdir("/") < 0)
+        _exit(1);
+    int nul = open("/dev/null", O_RDWR);
+    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0640);
+    if (nul < 0 || out < 0) {
+        char m[512];
+        int n = snprintf(m, sizeof(m), "-error: cannot open %s: %s\n", out_path, strerror(errno));
+        ssize_t r = write(p[1], m, (size_t)n);
+        (void)r;
+        _exit(1);
+    }
+    dup2(nul, 0);
+    dup2(out, 1);
+    dup2(out, 2);
+    if (nul > 2)
+        close(nul);
+    if (out > 2)
+        close(out);
+    *report_fd = p[1];
+    return 0;
+}
+
+void fu_daemon_report(int *report_fd, bool ok, const char *msg)
+{
+    if (*report_fd < 0)
+        return;
+    size_t len = strlen(msg);
+    char *buf = malloc(len + 2);
+    if (buf) {
+        buf[0] = ok ? '+' : '-';
+        memcpy(buf + 1, msg, len);
+        buf[len + 1] = '\0';
+        ssize_t r = write(*report_fd, buf, len + 1);
+        (void)r;
+        free(buf);
+    }
+    close(*report_fd);
+    *report_fd = -1;
+}

@@ -1,0 +1,20 @@
+/* Small filesystem helpers: whole-file reads, atomic writes, directory creation. */
+#ifndef FU_FSUTIL_H
+#define FU_FSUTIL_H
+
+#include "common/buf.h"
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Reads the whole regular file into `out`. -EFBIG if larger than `max`, -EISDIR for a
+ * directory, other -errno as open/read report them. */
+int fu_read_file(const char *path, size_t max, struct fu_buf *out);
+/* Writes via a temp file in the same directory, fsync, rename: readers see old or new. */
+int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* mkdir -p with `mode` for the directories it creates. */
+int fu_mkdirs(const char *path, mode_t mode);
+/* Joins a and b with one '/', into a new string (caller frees); NULL on OOM. */
+char *fu_path_join(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,269 @@
+/* The streaming JSON writer and the string escaper shared with the logger. Separators are
+ * tracked with two flags rather than a stack: a value needs a comma before it unless it is
+ * the first in its container or follows a key. */
+#include "common/json.h"
+
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fu_jw_init(struct fu_jw *w, struct fu_buf *out)
+{
+    w->out = out;
+    w->depth = 0;
+    w->need_comma = false;
+    w->after_key = false;
+}
+
+/* Called before every value and key. */
+static void sep(struct fu_jw *w)
+{
+    if (w->after_key)
+        w->after_key = false;
+    else if (w->need_comma)
+        fu_buf_putc(w->out, ',');
+    w->need_comma = true;
+}
+
+void fu_jw_obj_begin(struct fu_jw *w)
+{
+    sep(w);
+    fu_buf_putc(w->out, '{');
+    w->depth++;
+    w->need_comma = false;
+}
+
+void fu_jw_obj_end(struct fu_jw *w)
+{
+    fu_buf_putc(w->out, '}');
+    if (w->depth)
+        w->depth--;
+    w->need_comma = true;
+}
+
+void fu_jw_arr_begin(struct fu_jw *w)
+{
+    sep(w);
+    fu_buf_putc(w->out, '[');
+    w->depth++;
+    w->need_comma = false;
+}
+
+void fu_jw_arr_end(struct fu_jw *w)
+{
+    fu_buf_putc(w->out, ']');
+    if (w->depth)
+        w->depth--;
+    w->need_comma = true;
+}
+
+void fu_jw_key(struct fu_jw *w, const char *k, size_t n)
+{
+    sep(w);
+    fu_json_escape(w->out, k, n);
+    fu_buf_putc(w->out, ':');
+    w->after_key = true;
+}
+
+void fu_jw_ckey(struct fu_jw *w, const char *k)
+{
+    fu_jw_key(w, k, strlen(k));
+}
+
+void fu_jw_str(struct fu_jw *w, const char *s, size_t n)
+{
+    sep(w);
+    fu_json_escape(w->out, s, n);
+}
+
+void fu_jw_cstr(struct fu_jw *w, const char *s)
+{
+    if (!s)
+        fu_jw_null(w);
+    else
+        fu_jw_str(w, s, strlen(s));
+}
+
+static void put_u64(struct fu_buf *b, uint64_t v, bool neg)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (neg)
+        tmp[--i] = '-';
+    fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+void fu_jw_int(struct fu_jw *w, int64_t v)
+{
+    sep(w);
+    put_u64(w->out, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
+void fu_jw_uint(struct fu_jw *w, uint64_t v)
+{
+    sep(w);
+    put_u64(w->out, v, false);
+}
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+void fu_jw_double(struct fu_jw *w, double v)
+{
+    if (!isfinite(v)) {
+        fu_jw_null(w);
+        return;
+    }
+    sep(w);
+    char tmp[40];
+    int n = 0;
+    /* Integral values of moderate size print exactly, without a trip through strtod. */
+    if (v == floor(v) && fabs(v) < 1e15) {
+        n = snprintf(tmp, sizeof(tmp), "%.0f", v);
+        if (v == 0 && signbit(v))
+            n = snprintf(tmp, sizeof(tmp), "-0");
+    } else {
+        pthread_once(&c_locale_once, make_c_locale);
+        for (int prec = 15; prec <= 17; prec++) {
+            n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+            double back = c_locale ? strtod_l(tmp, NULL, c_locale) : strtod(tmp, NULL);
+            if (back == v)
+                break;
+        }
+    }
+    if (!strpbrk(tmp, ".eE")) {
+        tmp[n++] = '.';
+        tmp[n++] = '0';
+        tmp[n] = '\0';
+    }
+    fu_buf_append(w->out, tmp, (size_t)n);
+}
+
+void fu_jw_bool(struct fu_jw *w, bool v)
+{
+    sep(w);
+    fu_buf_puts(w->out, v ? "true" : "false");
+}
+
+void fu_jw_null(struct fu_jw *w)
+{
+    sep(w);
+    fu_buf_puts(w->out, "null");
+}
+
+void fu_jw_raw(struct fu_jw *w, const char *json, size_t n)
+{
+    sep(w);
+    fu_buf_append(w->out, json, n);
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0 if the bytes there are not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c >= 0xC2 && c <= 0xDF)
+        return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
+            return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* 0: copy as is; 1: needs an escape; 2: non-ASCII, check UTF-8. */
+static const unsigned char esc_class[256] = {
+    [0 ... 0x1F] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x80 ... 0xFF] = 2,
+};
+
+void fu_json_escape(struct fu_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    if (fu_buf_grow(out, n + 2) < 0)
+        return;
+    fu_buf_putc(out, '"');
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (i < n && !esc_class[u[i]])
+            i++;
+        if (i > run)
+            fu_buf_append(out, s + run, i - run);
+        if (i >= n)
+            break;
+        unsigned char c = u[i];
+        if (esc_class[c] == 2) {
+            size_t l = utf8_len(u + i, n - i);
+            if (l) {
+                fu_buf_append(out, s + i, l);
+                i += l;
+            } else {
+                char e[6] = {'\\', 'u', 'd', 'c', hex[c >> 4], hex[c & 15]};
+                fu_buf_append(out, e, 6);
+                i++;
+            }
+            continue;
+        }
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (c) {
+        case '"':
+            e[1] = '"';
+            break;
+        case '\\':
+            e[1] = '\\';
+            break;
+        case '\n':
+            e[1] = 'n';
+            break;
+        case '\t':
+            e[1] = 't';
+            break;
+        case '\r':
+            e[1] = 'r';
+            break;
+        case '\b':
+            e[1] = 'b';
+            break;
+        case '\f':
+            e[1] = 'f';
+            break;
+        default:
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            el = 6;
+        }
+        fu_buf_append(out, e, el);
+        i++;
+    }
+    fu_buf_putc(out, '"');
+}

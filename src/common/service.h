@@ -1,0 +1,46 @@
+/* The running process shared by fustor-fusion and fustor-agent: log sink set-up, the signal
+ * loop (SIGHUP reload with a diff, SIGUSR1 log reopen, SIGTERM/SIGINT stop) and the status
+ * file that `status` and `reload` read. Later issues hang their runtime off this loop. */
+#ifndef FU_SERVICE_H
+#define FU_SERVICE_H
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/daemon.h"
+
+#include <stdbool.h>
+
+struct fu_app {
+    const char *prog; /* "fustor-fusion" */
+    enum fu_cfg_kind kind;
+};
+
+struct fu_service {
+    const struct fu_app *app;
+    struct fu_config cfg; /* the running config; replaced whole on a good reload */
+    char *start_file;     /* as given to `start`, NULL for default.yaml; owned */
+    bool daemon;
+    char *log_path;    /* owned; NULL = stderr */
+    char *status_path; /* owned: $FUSTOR_HOME/run/<proc>.status.json */
+    struct fu_pidfile pidfile;
+    int report_fd; /* to the launching shell while starting (-1 after) */
+    long long started_ms;
+    unsigned reload_seq;
+    struct fu_buf last_reload; /* JSON object of the last reload's outcome, or empty */
+};
+
+/* $FUSTOR_HOME/<sub>/<proc><suffix>, e.g. run/fusion.status.json (caller frees). */
+char *fu_service_path(const char *home, const char *sub, enum fu_cfg_kind kind, const char *suffix);
+/* Where the log goes: logging.file, logging.dir/<proc>.log, logs/<proc>.log when a daemon,
+ * else NULL for stderr. Relative paths are taken from $FUSTOR_HOME. Caller frees. */
+char *fu_service_log_path(const struct fu_config *cfg, bool daemon);
+
+/* Runs until SIGTERM/SIGINT. `svc` holds a loaded, valid config and the pidfile; returns
+ * the process exit code. Frees everything in `svc`. */
+int fu_service_run(struct fu_service *svc);
+
+/* Applies a SIGHUP: re-reads the config; on errors keeps the running one. Returns 0 if the
+ * new config was applied. Exposed for tests. */
+int fu_service_reload(struct fu_service *svc);
+
+#endif

@@ -37,8 +37,11 @@ fuzz:
 	@$(CMAKE) --build $(FUZZ_BUILD) -j $(JOBS)
 	@set -e; for h in $(FUZZ_BUILD)/bin/fuzz_*; do \
 	  name=$$(basename $$h); corpus=fuzz/corpus/$${name#fuzz_}; mkdir -p $$corpus; \
+	  new=$$(mktemp -d); \
 	  echo "== $$name for $(FUZZ_TIME)s (corpus $$corpus)"; \
-	  $$h -max_total_time=$(FUZZ_TIME) -max_len=65536 $$corpus; done
+	  $$h -max_total_time=$(FUZZ_TIME) -max_len=65536 -print_final_stats=1 $$new $$corpus; \
+	  echo "== keeping the new inputs that add coverage"; \
+	  $$h -merge=1 $$corpus $$new 2>&1 | tail -1; rm -rf $$new; done
 
 bench: build
 	@$(CMAKE) --build $(BUILD) --target bench -j $(JOBS)

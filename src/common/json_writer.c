@@ -120,6 +120,45 @@ static void make_c_locale(void)
     c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 }
 
+/* Fixed notation with the fewest decimals (up to 9) that reads back exactly: m / 10^k is
+ * one correctly rounded division, which is also what the reader (or any correct strtod)
+ * computes for the text "m with k decimals". Covers timestamps and sizes without snprintf. */
+static bool double_fixed(struct fu_buf *b, double v)
+{
+    static const double p10d[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    static const uint64_t p10u[] = {1,      10,      100,      1000,      10000,
+                                    100000, 1000000, 10000000, 100000000, 1000000000};
+    const double lim = 9007199254740992.0; /* 2^53: every integer below is exact */
+    for (int k = 0; k <= 9; k++) {
+        double sc = fabs(v) * p10d[k];
+        if (sc >= lim)
+            return false;
+        double m = nearbyint(sc);
+        if (m / p10d[k] != fabs(v))
+            continue;
+        uint64_t u = (uint64_t)m;
+        char tmp[48];
+        int i = (int)sizeof(tmp);
+        uint64_t frac = u % p10u[k], ip = u / p10u[k];
+        if (k == 0)
+            tmp[--i] = '0';
+        for (int d = 0; d < k; d++) {
+            tmp[--i] = (char)('0' + frac % 10);
+            frac /= 10;
+        }
+        tmp[--i] = '.';
+        do {
+            tmp[--i] = (char)('0' + ip % 10);
+            ip /= 10;
+        } while (ip);
+        if (signbit(v))
+            tmp[--i] = '-';
+        fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+        return true;
+    }
+    return false;
+}
+
 void fu_jw_double(struct fu_jw *w, double v)
 {
     if (!isfinite(v)) {
@@ -127,21 +166,17 @@ void fu_jw_double(struct fu_jw *w, double v)
         return;
     }
     sep(w);
+    if (double_fixed(w->out, v))
+        return;
+    /* Anything else: the shortest of %.15g, %.16g, %.17g that reads back exactly. */
+    pthread_once(&c_locale_once, make_c_locale);
     char tmp[40];
     int n = 0;
-    /* Integral values of moderate size print exactly, without a trip through strtod. */
-    if (v == floor(v) && fabs(v) < 1e15) {
-        n = snprintf(tmp, sizeof(tmp), "%.0f", v);
-        if (v == 0 && signbit(v))
-            n = snprintf(tmp, sizeof(tmp), "-0");
-    } else {
-        pthread_once(&c_locale_once, make_c_locale);
-        for (int prec = 15; prec <= 17; prec++) {
-            n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
-            double back = c_locale ? strtod_l(tmp, NULL, c_locale) : strtod(tmp, NULL);
-            if (back == v)
-                break;
-        }
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+        double back = c_locale ? strtod_l(tmp, NULL, c_locale) : strtod(tmp, NULL);
+        if (back == v)
+            break;
     }
     if (!strpbrk(tmp, ".eE")) {
         tmp[n++] = '.';

@@ -74,7 +74,7 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
         fu_config_free(&svc.cfg);
         return 1;
     }
-    fu_diags_free(&d);
+    svc.startup = d; /* the warnings go to the log too */
 
     char *pidp = pid_path(app, home);
     pid_t old = 0;
@@ -91,6 +91,7 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
     free(pidp);
     if (rc < 0) {
         fu_config_free(&svc.cfg);
+        fu_diags_free(&svc.startup);
         return 1;
     }
     if (file)
@@ -108,6 +109,7 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
             fprintf(stderr, "%s: cannot detach: %s\n", app->prog, strerror(-rc));
             fu_pidfile_release(&svc.pidfile);
             fu_config_free(&svc.cfg);
+            fu_diags_free(&svc.startup);
             free(svc.start_file);
             return 1;
         }

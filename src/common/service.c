@@ -222,6 +222,7 @@ static void service_free(struct fu_service *svc)
     free(svc->log_path);
     free(svc->status_path);
     fu_buf_free(&svc->last_reload);
+    fu_diags_free(&svc->startup);
 }
 
 int fu_service_run(struct fu_service *svc)
@@ -251,6 +252,11 @@ int fu_service_run(struct fu_service *svc)
     fu_info("%s %s started (pid %ld), config %s, activated %s", svc->app->prog, FU_VERSION,
             (long)getpid(), svc->cfg.dir,
             svc->cfg.active_file ? svc->cfg.active_file : "(no file)");
+    for (size_t i = 0; i < svc->startup.n; i++) {
+        char *line = fu_diag_format(&svc->startup.v[i]);
+        fu_warn("config: %s", line);
+        free(line);
+    }
     const struct fu_cfg_vec *pipes = fu_config_pipes(&svc->cfg);
     for (size_t i = 0; i < pipes->n; i++) {
         const struct fu_cfg_item *p = fu_config_pipe_at(&svc->cfg, i);

@@ -27,6 +27,7 @@ struct fu_service {
     long long started_ms;
     unsigned reload_seq;
     struct fu_buf last_reload; /* JSON object of the last reload's outcome, or empty */
+    struct fu_diags startup;   /* config warnings from start-up, logged once the log is open */
 };
 
 /* $FUSTOR_HOME/<sub>/<proc><suffix>, e.g. run/fusion.status.json (caller frees). */

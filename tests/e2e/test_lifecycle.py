@@ -256,6 +256,8 @@ class ForegroundAndAgent(unittest.TestCase):
             self.assertIn("placeholder", r.stderr)
             self.assertNotIn("error:", r.stderr)
             pid = home.pid()
+            self.assertIn("WARNING agent[", home.log_text())  # the warnings reach the log
+            self.assertIn("placeholder", home.log_text())
             r = home.run("status")
             self.assertEqual(r.returncode, 0)
             self.assertIn(f"fustor-agent: running (pid {pid})", r.stdout)

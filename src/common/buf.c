@@ -36,7 +36,7 @@ int fu_buf_grow(struct fu_buf *b, size_t extra)
     return 0;
 }
 
-void fu_buf_append(struct fu_buf *b, const void *p, size_t n)
+void fu_buf_append_slow(struct fu_buf *b, const void *p, size_t n)
 {
     if (fu_buf_grow(b, n) < 0)
         return;
@@ -49,16 +49,6 @@ void fu_buf_append(struct fu_buf *b, const void *p, size_t n)
 void fu_buf_puts(struct fu_buf *b, const char *s)
 {
     fu_buf_append(b, s, strlen(s));
-}
-
-void fu_buf_putc(struct fu_buf *b, char c)
-{
-    if (b->len + 1 < b->cap) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-        return;
-    }
-    fu_buf_append(b, &c, 1);
 }
 
 void fu_buf_vprintf(struct fu_buf *b, const char *fmt, va_list ap)

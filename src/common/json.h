@@ -17,6 +17,19 @@
 
 /* ------------------------------------------------------------------ reader */
 
+/* True when none of the 8 bytes in x is below 0x20, '"' or '\\' (and, with high = true,
+ * none has the top bit set): the word-at-a-time test both the reader's string scan and the
+ * writer's escaper use. Each check is the exact "has a byte less than n / equal to c" trick. */
+static inline bool fu_json_plain8(uint64_t x, bool high)
+{
+    const uint64_t ones = 0x0101010101010101ull, top = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
+    if (high)
+        hit |= x;
+    return !(hit & top);
+}
+
 enum fu_json_tok {
     FU_JSON_ERROR = -1, /* sticky; see err_off and err_msg */
     FU_JSON_EOF = 0,    /* the document ended cleanly */

@@ -142,13 +142,27 @@ static const unsigned char str_stop[256] = {
     ['\\'] = 1,
 };
 
+/* The first position at or after p holding '"', '\\' or a control character, or n. */
+static size_t scan_plain(const char *b, size_t p, size_t n)
+{
+    while (p + 8 <= n) {
+        uint64_t x;
+        memcpy(&x, b + p, 8);
+        if (!fu_json_plain8(x, false))
+            break;
+        p += 8;
+    }
+    while (p < n && !str_stop[(unsigned char)b[p]])
+        p++;
+    return p;
+}
+
 /* Decodes the string starting after the opening quote at r->pos. */
 static enum fu_json_tok read_string(struct fu_jr *r, enum fu_json_tok kind)
 {
     const char *b = r->buf;
     size_t n = r->len, start = r->pos, p = start;
-    while (p < n && !str_stop[(unsigned char)b[p]])
-        p++;
+    p = scan_plain(b, p, n);
     if (p < n && b[p] == '"') {
         r->str = b + start;
         r->str_len = p - start;
@@ -160,8 +174,7 @@ static enum fu_json_tok read_string(struct fu_jr *r, enum fu_json_tok kind)
     fu_buf_append(s, b + start, p - start);
     for (;;) {
         size_t run = p;
-        while (p < n && !str_stop[(unsigned char)b[p]])
-            p++;
+        p = scan_plain(b, p, n);
         fu_buf_append(s, b + run, p - run);
         if (p >= n)
             return fail(r, start - 1, "unterminated string");

@@ -6,6 +6,7 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,65 +241,80 @@ void fu_json_escape(struct fu_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
-    if (fu_buf_grow(out, n + 2) < 0)
+    /* Reserve the worst case (every byte as a 6-byte escape) and write in place. */
+    if (n > (SIZE_MAX - 3) / 6 || fu_buf_grow(out, n * 6 + 2) < 0) {
+        out->oom = true;
         return;
-    fu_buf_putc(out, '"');
+    }
+    char *d = out->data + out->len;
+    *d++ = '"';
     size_t i = 0;
     while (i < n) {
-        size_t run = i;
-        while (i < n && !esc_class[u[i]])
-            i++;
-        if (i > run)
-            fu_buf_append(out, s + run, i - run);
+        while (i + 8 <= n) { /* plain ASCII, 8 bytes at a time */
+            uint64_t x;
+            memcpy(&x, u + i, 8);
+            if (!fu_json_plain8(x, true))
+                break;
+            memcpy(d, u + i, 8);
+            d += 8;
+            i += 8;
+        }
         if (i >= n)
             break;
         unsigned char c = u[i];
-        if (esc_class[c] == 2) {
+        unsigned char cls = esc_class[c];
+        if (!cls) {
+            *d++ = (char)c;
+            i++;
+            continue;
+        }
+        if (cls == 2) {
             size_t l = utf8_len(u + i, n - i);
             if (l) {
-                fu_buf_append(out, s + i, l);
+                memcpy(d, u + i, l);
+                d += l;
                 i += l;
             } else {
-                char e[6] = {'\\', 'u', 'd', 'c', hex[c >> 4], hex[c & 15]};
-                fu_buf_append(out, e, 6);
+                memcpy(d, "\\udc", 4);
+                d[4] = hex[c >> 4];
+                d[5] = hex[c & 15];
+                d += 6;
                 i++;
             }
             continue;
         }
-        char e[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t el = 2;
+        *d++ = '\\';
         switch (c) {
         case '"':
-            e[1] = '"';
+            *d++ = '"';
             break;
         case '\\':
-            e[1] = '\\';
+            *d++ = '\\';
             break;
         case '\n':
-            e[1] = 'n';
+            *d++ = 'n';
             break;
         case '\t':
-            e[1] = 't';
+            *d++ = 't';
             break;
         case '\r':
-            e[1] = 'r';
+            *d++ = 'r';
             break;
         case '\b':
-            e[1] = 'b';
+            *d++ = 'b';
             break;
         case '\f':
-            e[1] = 'f';
+            *d++ = 'f';
             break;
         default:
-            e[1] = 'u';
-            e[2] = '0';
-            e[3] = '0';
-            e[4] = hex[c >> 4];
-            e[5] = hex[c & 15];
-            el = 6;
+            memcpy(d, "u00", 3);
+            d[3] = hex[c >> 4];
+            d[4] = hex[c & 15];
+            d += 5;
         }
-        fu_buf_append(out, e, el);
         i++;
     }
-    fu_buf_putc(out, '"');
+    *d++ = '"';
+    out->len = (size_t)(d - out->data);
+    out->data[out->len] = '\0';
 }

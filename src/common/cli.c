@@ -12,6 +12,7 @@
 #include "version.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,10 +104,26 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
         if (logs)
             fu_mkdirs(logs, 0755);
         free(logs);
-        rc = fu_daemonize(out, &svc.report_fd);
+        int exit_code = 1;
+        rc = fu_daemonize(out, &svc.report_fd, &exit_code);
         free(out);
+        if (rc != 0) {
+            if (rc < 0) {
+                fprintf(stderr, "%s: cannot detach: %s\n", app->prog, strerror(-rc));
+                fu_pidfile_release(&svc.pidfile);
+            } else {
+                fu_pidfile_forget(&svc.pidfile); /* the daemon holds the lock now */
+            }
+            fu_config_free(&svc.cfg);
+            fu_diags_free(&svc.startup);
+            free(svc.start_file);
+            return rc < 0 ? 1 : exit_code;
+        }
+        rc = fu_pidfile_write(&svc.pidfile, getpid());
         if (rc < 0) {
-            fprintf(stderr, "%s: cannot detach: %s\n", app->prog, strerror(-rc));
+            char m[256];
+            snprintf(m, sizeof(m), "error: cannot write the pidfile: %s\n", strerror(-rc));
+            fu_daemon_report(&svc.report_fd, false, m);
             fu_pidfile_release(&svc.pidfile);
             fu_config_free(&svc.cfg);
             fu_diags_free(&svc.startup);
@@ -114,7 +131,6 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
             return 1;
         }
     }
-    fu_pidfile_write(&svc.pidfile, getpid());
     return fu_service_run(&svc);
 }
 
@@ -409,6 +425,18 @@ static int cmd_validate(const struct fu_app *app, const char *home, const char *
 
 /* ------------------------------------------------------------ dispatch */
 
+/* Makes `path` (owned, may be NULL) absolute against the working directory. */
+static char *absolute(char *path)
+{
+    if (!path || path[0] == '/')
+        return path;
+    char *cwd = getcwd(NULL, 0);
+    char *abs = cwd ? fu_path_join(cwd, path) : NULL;
+    free(cwd);
+    free(path);
+    return abs;
+}
+
 int fu_cli_main(const struct fu_app *app, int argc, char **argv)
 {
     if (argc < 2) {
@@ -439,7 +467,7 @@ int fu_cli_main(const struct fu_app *app, int argc, char **argv)
         } else if (!strcmp(a, "--timeout") && i + 1 < argc) {
             char *end;
             timeout = strtod(argv[++i], &end);
-            if (*end || timeout <= 0) {
+            if (*end || !(timeout > 0) || !isfinite(timeout)) {
                 fprintf(stderr, "%s: --timeout expects seconds > 0, got '%s'\n", app->prog,
                         argv[i]);
                 return EXIT_USAGE;
@@ -463,9 +491,14 @@ int fu_cli_main(const struct fu_app *app, int argc, char **argv)
         fprintf(stderr, "%s: '%s' takes no file argument\n", app->prog, cmd);
         return EXIT_USAGE;
     }
-    char *home = fu_config_home();
+    /* The daemon changes to "/", so every path it keeps must be absolute. */
+    char *home = absolute(fu_config_home());
+    char *file_abs = file && strchr(file, '/') ? absolute(strdup(file)) : NULL;
+    if (file_abs)
+        file = file_abs;
     if (!home) {
         fprintf(stderr, "%s: out of memory\n", app->prog);
+        free(file_abs);
         return 1;
     }
     int rc;
@@ -485,5 +518,6 @@ int fu_cli_main(const struct fu_app *app, int argc, char **argv)
         rc = EXIT_USAGE;
     }
     free(home);
+    free(file_abs);
     return rc;
 }

@@ -177,24 +177,28 @@ static bool scalar_or_err(struct ctx *c, const struct fu_ynode *n, const char *w
     return false;
 }
 
+/* Decimal integers, optionally signed; "3600.0" counts too (pydantic accepts it). */
 static bool parse_int_text(const char *s, int64_t *out)
 {
-    if (!*s)
+    const char *p = s + (*s == '+' || *s == '-');
+    if (*p < '0' || *p > '9')
         return false;
     errno = 0;
     char *end;
     long long v = strtoll(s, &end, 10);
-    if (!errno && !*end && !isspace((unsigned char)*s)) {
-        *out = v;
-        return true;
+    if (errno)
+        return false;
+    if (*end == '.') {
+        const char *z = end + 1;
+        while (*z == '0')
+            z++;
+        if (*z)
+            return false;
+    } else if (*end) {
+        return false;
     }
-    /* 3600.0 is an integer too (as pydantic accepts it). */
-    double d = strtod(s, &end);
-    if (!*end && isfinite(d) && d == floor(d) && fabs(d) < 9.007199254740992e15) {
-        *out = (int64_t)d;
-        return true;
-    }
-    return false;
+    *out = v;
+    return true;
 }
 
 static bool parse_float_text(const char *s, double *out)
@@ -255,8 +259,9 @@ static char *any_to_json(const struct fu_ynode *n)
         fu_buf_puts(&b, "null");
     else if (n->plain && (!strcmp(n->s, "true") || !strcmp(n->s, "false")))
         fu_buf_puts(&b, n->s);
-    else if (n->plain && parse_float_text(n->s, &d) && n->s[0] != '+' && n->s[0] != '.')
-        fu_buf_puts(&b, n->s);
+    else if (n->plain && parse_float_text(n->s, &d) &&
+             fu_json_validate(n->s, n->len, NULL, NULL) == 0)
+        fu_buf_puts(&b, n->s); /* a number that is also valid JSON as written */
     else
         fu_json_escape(&b, n->s, n->len);
     return fu_buf_detach(&b);
@@ -271,10 +276,6 @@ static bool check_nonempty_str(struct ctx *c, const struct fu_field *f, const st
 {
     if ((f->flags & F_NONEMPTY) && n->len == 0) {
         err(c, n, "must not be empty");
-        return false;
-    }
-    if (memchr(n->s, '\0', n->len)) {
-        err(c, n, "must not contain a NUL character");
         return false;
     }
     return true;
@@ -813,11 +814,13 @@ static void apply_env(struct fu_config *cfg, struct fu_diags *d)
                 hit = levels[i];
         if (!strcasecmp(lv, "WARN"))
             hit = "WARNING";
+        if (!strcasecmp(lv, "CRITICAL"))
+            hit = "ERROR";
         if (hit)
             set_str(&lg->level, hit);
         else
             fu_diags_add(d, FU_SEV_ERROR, "FUSTOR_LOG_LEVEL", 0, 0,
-                         "expected DEBUG, INFO, WARNING or ERROR, got '%s'", lv);
+                         "expected DEBUG, INFO, WARNING (WARN) or ERROR (CRITICAL), got '%s'", lv);
     }
     const char *port = getenv("FUSTOR_FUSION_PORT");
     if (cfg->kind == FU_CFG_FUSION && port && *port) {
@@ -915,7 +918,8 @@ int fu_config_load(struct fu_config *cfg, enum fu_cfg_kind kind, const char *hom
         }
         free(p);
     }
-    if (extra && !in_dir) {
+    /* A file outside the dir, or one in it that the scan skips (not *.yaml), loads last. */
+    if (extra && !cfg->active_file) {
         load_one(&c, extra);
         cfg->active_file = strdup(extra);
     }

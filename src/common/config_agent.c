@@ -178,8 +178,15 @@ static void check_sender_uri(const struct fu_cfg_sender *s, struct fu_diags *d)
            "senders.%s.uri: expected an http:// or https:// URL, got '%s'", s->it.id, u);
         return;
     }
-    size_t hl = strcspn(rest, ":/");
-    if (hl == 0) {
+    /* The host: an [IPv6] literal, or everything up to ':', '/', '?' or '#'. */
+    size_t hl;
+    if (rest[0] == '[') {
+        const char *close = strchr(rest, ']');
+        hl = close ? (size_t)(close - rest) + 1 : 0;
+    } else {
+        hl = strcspn(rest, ":/?#");
+    }
+    if (hl == 0 || (rest[0] == '[' && hl <= 2)) {
         at(d, FU_SEV_ERROR, &s->it.loc, "senders.%s.uri: no host in '%s'", s->it.id, u);
         return;
     }
@@ -187,10 +194,15 @@ static void check_sender_uri(const struct fu_cfg_sender *s, struct fu_diags *d)
         at(d, FU_SEV_WARNING, &s->it.loc,
            "senders.%s.uri: host '%s' is a placeholder; set the Fusion server's address", s->it.id,
            u);
+    if (rest[hl] && !strchr(":/?#", rest[hl])) {
+        at(d, FU_SEV_ERROR, &s->it.loc, "senders.%s.uri: unexpected text after the host in '%s'",
+           s->it.id, u);
+        return;
+    }
     if (rest[hl] == ':') {
         char *end;
         long port = strtol(rest + hl + 1, &end, 10);
-        if (end == rest + hl + 1 || (*end && *end != '/') || port < 1 || port > 65535)
+        if (end == rest + hl + 1 || (*end && !strchr("/?#", *end)) || port < 1 || port > 65535)
             at(d, FU_SEV_ERROR, &s->it.loc, "senders.%s.uri: bad port in '%s' (expected 1-65535)",
                s->it.id, u);
     }

@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-/* A pidfile held with flock(LOCK_EX) for the life of the process: a second instance fails
- * to take the lock, and a pidfile whose lock nobody holds is stale. */
+/* A pidfile write-locked (an open-file-description lock) for the life of the process: a
+ * second instance fails to take the lock, and a pidfile whose lock nobody holds is stale. */
 struct fu_pidfile {
     int fd;     /* -1 when not held */
     char *path; /* owned */
@@ -17,12 +17,15 @@ enum fu_pid_state { FU_PID_NONE, FU_PID_RUNNING, FU_PID_STALE };
 
 /* Reads the state of the pidfile at `path`; *pid gets the recorded pid (0 if unreadable). */
 enum fu_pid_state fu_pidfile_probe(const char *path, pid_t *pid);
-/* Takes the lock. 0 on success; -EEXIST when another process holds it (*holder = its pid);
- * other -errno on I/O errors. A stale file is taken over. */
+/* Takes the lock and writes our pid. 0 on success; -EEXIST when another process holds it
+ * (*holder = its pid); other -errno on I/O errors. A stale file is taken over. */
 int fu_pidfile_acquire(struct fu_pidfile *pf, const char *path, pid_t *holder);
 int fu_pidfile_write(struct fu_pidfile *pf, pid_t pid);
 /* Removes the file and drops the lock. Safe to call when not held. */
 void fu_pidfile_release(struct fu_pidfile *pf);
+/* Closes our descriptor without removing the file: the launching process uses it after
+ * fu_daemonize, where the daemon's copy of the descriptor keeps the lock. */
+void fu_pidfile_forget(struct fu_pidfile *pf);
 
 enum {
     FU_SIG_HUP = 1 << 0,
@@ -37,10 +40,10 @@ int fu_signals_fd(void); /* readable when a signal arrived */
 unsigned fu_signals_take(void);
 
 /* Detaches: fork, setsid, fork. Returns 0 in the daemon, with *report_fd open for
- * fu_daemon_report(). In the launching process it waits for that report, prints it, and
- * exits: 0 if the daemon said it is up, 1 otherwise. stdin/stdout/stderr of the daemon go
- * to /dev/null and `out_path` (appended). */
-int fu_daemonize(const char *out_path, int *report_fd);
+ * fu_daemon_report(); its stdin is /dev/null and stdout/stderr append to `out_path`. Returns
+ * 1 in the launching process once the daemon has reported (or died): the report is printed
+ * and *exit_code is 0 if the daemon said it is up, 1 otherwise. -errno if fork failed. */
+int fu_daemonize(const char *out_path, int *report_fd, int *exit_code);
 /* Tells the launching process how start-up went, then closes the channel. */
 void fu_daemon_report(int *report_fd, bool ok, const char *msg);
 

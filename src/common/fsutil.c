@@ -11,7 +11,8 @@
 
 int fu_read_file(const char *path, size_t max, struct fu_buf *out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK so that a FIFO cannot hang us before the type check below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -20,10 +21,11 @@ int fu_read_file(const char *path, size_t max, struct fu_buf *out)
         close(fd);
         return e;
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return -EISDIR;
+        return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
     }
+    fcntl(fd, F_SETFL, 0);
     int rc = 0;
     for (;;) {
         if (fu_buf_grow(out, 4096) < 0) {
@@ -91,6 +93,8 @@ int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 
 int fu_mkdirs(const char *path, mode_t mode)
 {
+    if (!*path)
+        return -ENOENT;
     char *p = strdup(path);
     if (!p)
         return -ENOMEM;

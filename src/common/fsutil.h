@@ -8,7 +8,8 @@
 #include <sys/types.h>
 
 /* Reads the whole regular file into `out`. -EFBIG if larger than `max`, -EISDIR for a
- * directory, other -errno as open/read report them. */
+ * directory, -EINVAL for anything else that is not a regular file (FIFOs, devices), other
+ * -errno as open/read report them. */
 int fu_read_file(const char *path, size_t max, struct fu_buf *out);
 /* Writes via a temp file in the same directory, fsync, rename: readers see old or new. */
 int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);

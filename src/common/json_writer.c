@@ -3,6 +3,8 @@
  * the first in its container or follows a key. */
 #include "common/json.h"
 
+#include "common/utf8.h"
+
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -205,30 +207,6 @@ void fu_jw_raw(struct fu_jw *w, const char *json, size_t n)
     fu_buf_append(w->out, json, n);
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at most
- * U+10FFFF), or 0 if the bytes there are not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c >= 0xC2 && c <= 0xDF)
-        return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
-            return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 /* 0: copy as is; 1: needs an escape; 2: non-ASCII, check UTF-8. */
 static const unsigned char esc_class[256] = {
     [0 ... 0x1F] = 1,
@@ -269,7 +247,7 @@ void fu_json_escape(struct fu_buf *out, const char *s, size_t n)
             continue;
         }
         if (cls == 2) {
-            size_t l = utf8_len(u + i, n - i);
+            size_t l = fu_utf8_len(u + i, n - i);
             if (l) {
                 memcpy(d, u + i, l);
                 d += l;

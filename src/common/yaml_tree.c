@@ -4,6 +4,7 @@
 
 #include "common/buf.h"
 #include "common/fsutil.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <libfyaml.h>
@@ -122,6 +123,16 @@ static bool attach(struct builder *b, struct fu_ynode *n)
     return true;
 }
 
+/* Explicit tags (!!str 8080) would let a value dodge type checks; configs do without. */
+static bool refuse_tag(struct builder *b, struct fy_token *tag)
+{
+    const struct fy_mark *m = fy_token_start_mark(tag);
+    fu_diags_add(b->d, FU_SEV_ERROR, b->file, m ? m->line + 1 : 0, m ? m->column + 1 : 0,
+                 "YAML tags (!!str, !!int, ...) are not supported in Fustor configs");
+    b->ok = false;
+    return true;
+}
+
 /* Returns false to stop parsing (out of memory or nesting beyond our stack). */
 static bool on_event(struct builder *b, struct fy_event *e)
 {
@@ -141,6 +152,8 @@ static bool on_event(struct builder *b, struct fy_event *e)
         b->ok = false;
         break;
     case FYET_SCALAR: {
+        if (e->scalar.tag)
+            return refuse_tag(b, e->scalar.tag);
         n = node_new(FU_Y_SCALAR, m);
         size_t len = 0;
         const char *t = fy_token_get_text(e->scalar.value, &len);
@@ -155,11 +168,21 @@ static bool on_event(struct builder *b, struct fy_event *e)
         n->s[len] = '\0';
         n->len = len;
         n->plain = fy_token_scalar_style(e->scalar.value) == FYSS_PLAIN;
-        n->is_null = n->plain && is_null_text(n->s) && strlen(n->s) == len;
+        n->is_null = n->plain && is_null_text(n->s);
+        if (memchr(n->s, '\0', len)) {
+            /* C strings would silently cut the value short there. */
+            fu_diags_add(b->d, FU_SEV_ERROR, b->file, n->line, n->col,
+                         "a NUL character (\\0) is not allowed in a value or key");
+            b->ok = false;
+        }
         return attach(b, n);
     }
     case FYET_MAPPING_START:
     case FYET_SEQUENCE_START:
+        if (e->type == FYET_MAPPING_START ? e->mapping_start.tag != NULL
+                                          : e->sequence_start.tag != NULL)
+            return refuse_tag(b, e->type == FYET_MAPPING_START ? e->mapping_start.tag
+                                                               : e->sequence_start.tag);
         n = node_new(e->type == FYET_MAPPING_START ? FU_Y_MAP : FU_Y_SEQ, m);
         if (!n)
             return false;
@@ -219,9 +242,43 @@ static struct fu_ynode *run(struct fy_parser *p, struct builder *b, struct fy_di
     return b->root;
 }
 
+/* libfyaml ends the stream quietly at a NUL byte or invalid UTF-8, which would drop the rest
+ * of the file without a word; so the text is checked first. Returns false on a problem. */
+static bool check_encoding(const char *name, const char *text, size_t len, struct fu_diags *d)
+{
+    const unsigned char *u = (const unsigned char *)text;
+    if (len >= 2 && ((u[0] == 0xFF && u[1] == 0xFE) || (u[0] == 0xFE && u[1] == 0xFF))) {
+        fu_diags_add(d, FU_SEV_ERROR, name, 1, 1, "the file is UTF-16; save it as UTF-8");
+        return false;
+    }
+    int line = 1, col = 1;
+    for (size_t i = 0; i < len;) {
+        size_t l = u[i] ? fu_utf8_len(u + i, len - i) : 0;
+        if (!l) {
+            fu_diags_add(d, FU_SEV_ERROR, name, line, col,
+                         u[i] ? "invalid UTF-8 byte 0x%02x; save the file as UTF-8"
+                              : "a NUL byte (0x%02x) in the file; is it a text file?",
+                         u[i]);
+            return false;
+        }
+        if (u[i] == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+        i += l;
+    }
+    return true;
+}
+
 static struct fu_ynode *load(const char *name, const char *text, size_t len, struct fu_diags *d,
                              bool *ok)
 {
+    if (!check_encoding(name, text, len, d)) {
+        *ok = false;
+        return NULL;
+    }
     struct builder b = {.file = name, .d = d, .ok = true};
     struct fy_diag_cfg dc;
     fy_diag_cfg_default(&dc);
@@ -256,7 +313,9 @@ struct fu_ynode *fu_yaml_load_file(const char *path, struct fu_diags *d, bool *o
     int rc = fu_read_file(path, FU_YAML_MAX_FILE, &text);
     if (rc < 0) {
         fu_diags_add(d, FU_SEV_ERROR, path, 0, 0, "cannot read: %s",
-                     rc == -EFBIG ? "file larger than 16 MiB" : strerror(-rc));
+                     rc == -EFBIG    ? "file larger than 16 MiB"
+                     : rc == -EINVAL ? "not a regular file"
+                                     : strerror(-rc));
         *ok = false;
         fu_buf_free(&text);
         return NULL;

@@ -289,6 +289,36 @@ class ForegroundAndAgent(unittest.TestCase):
             home.cleanup()
 
 
+class RelativePaths(unittest.TestCase):
+    """The daemon changes to "/": paths given relative to the caller's directory must still
+    work, for start and for every later reload."""
+
+    def test_relative_home_and_start_file(self):
+        home = Home("fusion")
+        try:
+            home.copy_fixture("seed000/fusion-config/default.yaml")
+            with open(os.path.join(home.dir, "extra.yaml"), "w") as f:
+                f.write("pipes:\n  extra-pipe:\n    receiver: http-main\n"
+                        "    views: [research-view]\n")
+            parent, name = os.path.split(home.dir)
+            env = dict(home.env, FUSTOR_HOME=name)
+            run = lambda *a: subprocess.run([home.exe, *a], env=env, cwd=parent,
+                                            capture_output=True, text=True, timeout=30)
+            r = run("start", f"./{name}/extra.yaml", "-D")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = run("status", "--json")
+            st = json.loads(r.stdout)["status"]
+            self.assertEqual(st["active_pipes"], ["extra-pipe"])
+            self.assertTrue(st["config_dir"].startswith("/"))
+            r = run("reload")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("reload applied", r.stdout)
+            r = run("stop")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            home.cleanup()
+
+
 class ValidateAndHelp(unittest.TestCase):
     def test_validate_seed_configs_and_bad_ones(self):
         for prog in ("fusion", "agent"):
@@ -335,6 +365,10 @@ class ValidateAndHelp(unittest.TestCase):
             self.assertEqual(r.returncode, 2)
             r = home.run("stop", "extra.yaml")
             self.assertEqual(r.returncode, 2)
+            for bad in ("nan", "-1", "0", "inf", "x"):
+                r = home.run("stop", "--timeout", bad)
+                self.assertEqual(r.returncode, 2, bad)
+                self.assertIn("--timeout expects seconds > 0", r.stderr)
         finally:
             home.cleanup()
 

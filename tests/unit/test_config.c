@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/fsutil.h"
+#include "common/json.h"
 
 #include <errno.h>
 #include <math.h>
@@ -473,8 +474,79 @@ static void test_invalid_ids_aliases_and_documents_are_refused(void **state)
     expect_fusion_error("views:\n  'bad id/..': {driver: fs}\n", "invalid view id");
     expect_fusion_error("views:\n  v1: &x {driver: fs}\n  v2: *x\n", "aliases are not supported");
     expect_fusion_error("port: 1\n---\nport: 2\n", "one YAML document");
-    expect_fusion_error("host: \"a\\0b\"\n", "must not contain a NUL character");
+    expect_fusion_error("host: \"a\\0b\"\n", "1:8: error: a NUL character");
+    expect_fusion_error("port: \"8080\\0junk\"\n", "a NUL character");
+    expect_fusion_error("\"port\\0\": 1\n", "1:2: error: a NUL character");
+    expect_fusion_error("port: !!str 8080\n", "1:7: error: YAML tags");
+    expect_fusion_error("views: !!map {}\n", "YAML tags");
     expect_fusion_error("host: ''\n", "host: must not be empty");
+}
+
+static void test_bad_encoding_is_reported_not_truncated(void **state)
+{
+    (void)state;
+    /* A Latin-1 byte in a comment must not hide the errors after it. */
+    expect_fusion_error("port: 1234\n# r\xe9glage\nreceivers: {r1: {driver: nope}}\n",
+                        "default.yaml:2:4: error: invalid UTF-8 byte 0xe9");
+    expect_fusion_error("\xff\xfep\0o\0", "default.yaml:1:1: error: the file is UTF-16");
+    struct home h;
+    home_new(&h);
+    char p[256];
+    snprintf(p, sizeof(p), "%s/fusion-config/default.yaml", h.dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fwrite("port: 1234\0\nhost: 9.9.9.9\n", 1, 26, f);
+    fclose(f);
+    struct fu_config cfg;
+    struct fu_diags d;
+    assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, NULL, &d), -EINVAL);
+    assert_diag_contains(&d, "default.yaml:1:11: error: a NUL byte");
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    /* A FIFO must not hang the loader. */
+    snprintf(p, sizeof(p), "%s/fusion-config/fifo.yaml", h.dir);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, NULL, &d), -EINVAL);
+    assert_diag_contains(&d, "fifo.yaml: error: cannot read: not a regular file");
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    rm_rf(h.dir);
+}
+
+static void test_integers_are_decimal_only(void **state)
+{
+    (void)state;
+    expect_fusion_error("port: 0x50\n", "got '0x50'");
+    expect_fusion_error("port: 1e3\n", "got '1e3'");
+    expect_fusion_error("port: ' 80'\n", "got ' 80'");
+    expect_fusion_error("port: 80.5\n", "got '80.5'");
+    struct home h;
+    home_new(&h);
+    home_put(&h, "fusion-config/default.yaml", "port: 8101.0\n");
+    struct fu_config cfg;
+    struct fu_diags d;
+    assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, NULL, &d), 0);
+    assert_int_equal(cfg.fusion.port, 8101);
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    rm_rf(h.dir);
+}
+
+static void test_start_file_in_dir_without_yaml_suffix_is_loaded(void **state)
+{
+    (void)state;
+    struct home h;
+    home_new(&h);
+    home_put(&h, "fusion-config/default.yaml", GOOD_FUSION);
+    home_put(&h, "fusion-config/prod.conf", "pipes:\n  p7: {receiver: r1, views: [v1]}\n");
+    struct fu_config cfg;
+    struct fu_diags d;
+    assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, "prod.conf", &d), 0);
+    assert_int_equal(cfg.files.n, 2);
+    assert_true(fu_config_pipe_active(&cfg, &fpipe(&cfg, "p7")->it));
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    rm_rf(h.dir);
 }
 
 static void test_empty_file_is_a_warning_not_an_error(void **state)
@@ -553,6 +625,9 @@ static void test_agent_values_are_checked(void **state)
                        "      - {to: size, source: ['size:bigint']}\n",
                        "the type after ':' must be one of");
     expect_agent_error("fs_scan_workers: 0\n", "expected an integer from 1 to 256, got '0'");
+    expect_agent_error("senders:\n  t: {driver: fusion, uri: 'http://[::1:80', credential: {key: "
+                       "k}}\n",
+                       "no host in");
 }
 
 static void test_agent_optional_values_and_field_mapping(void **state)
@@ -564,11 +639,15 @@ static void test_agent_optional_values_and_field_mapping(void **state)
              "agent_id: agent-1\nlogging: debug\n"
              "sources:\n  s: {driver: fs, uri: /tmp, driver_params: {startup_mode: message-only}}\n"
              "senders:\n  t: {driver: http, uri: 'http://127.0.0.1:18888', credential: {key: k}}\n"
+             "  t6: {driver: http, uri: 'http://[::1]:18888/', credential: {key: k}}\n"
              "pipes:\n  p:\n    source: s\n    sender: t\n    session_timeout_seconds: 30\n"
              "    fields_mapping:\n"
              "      - {to: path, source: ['path:string']}\n"
              "      - {to: x.y, hardcoded_value: 1}\n"
-             "      - {to: z, hardcoded_value: 'text'}\n");
+             "      - {to: z, hardcoded_value: 'text'}\n"
+             "      - {to: a, hardcoded_value: 01}\n"
+             "      - {to: b, hardcoded_value: -.5}\n"
+             "      - {to: c, hardcoded_value: -2.5e3}\n");
     struct fu_config cfg;
     struct fu_diags d;
     assert_int_equal(load(&cfg, FU_CFG_AGENT, h.dir, NULL, &d), 0);
@@ -579,11 +658,19 @@ static void test_agent_optional_values_and_field_mapping(void **state)
     assert_string_equal(s->startup_mode, "message-only");
     const struct fu_cfg_apipe *p = cfg.agent.pipes.v;
     assert_true(fabs(p->session_timeout_seconds - 30) < 1e-9);
-    assert_int_equal(p->fields_mapping.n, 3);
+    assert_int_equal(p->fields_mapping.n, 6);
     const struct fu_cfg_field_map *fm = p->fields_mapping.v;
     assert_string_equal(fm[0].source.v[0], "path:string");
     assert_string_equal(fm[1].hardcoded_value, "1");
     assert_string_equal(fm[2].hardcoded_value, "\"text\"");
+    /* Numbers that are not valid JSON as written stay strings, so dumps stay valid JSON. */
+    assert_string_equal(fm[3].hardcoded_value, "\"01\"");
+    assert_string_equal(fm[4].hardcoded_value, "\"-.5\"");
+    assert_string_equal(fm[5].hardcoded_value, "-2.5e3");
+    struct fu_buf js = FU_BUF_INIT;
+    fu_config_to_json(&cfg, true, &js);
+    assert_int_equal(fu_json_validate(js.data, js.len, NULL, NULL), 0);
+    fu_buf_free(&js);
     fu_config_free(&cfg);
     fu_diags_free(&d);
     rm_rf(h.dir);
@@ -610,7 +697,8 @@ static void test_env_overrides_port_and_level(void **state)
     setenv("FUSTOR_LOG_LEVEL", "chatty", 1);
     assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, NULL, &d), -EINVAL);
     assert_diag_contains(&d, "FUSTOR_FUSION_PORT: error: expected a TCP port from 1 to 65535");
-    assert_diag_contains(&d, "FUSTOR_LOG_LEVEL: error: expected DEBUG, INFO, WARNING or ERROR");
+    assert_diag_contains(&d,
+                         "FUSTOR_LOG_LEVEL: error: expected DEBUG, INFO, WARNING (WARN) or ERROR");
     fu_config_free(&cfg);
     fu_diags_free(&d);
     unsetenv("FUSTOR_FUSION_PORT");
@@ -696,6 +784,15 @@ static void test_diff_reports_added_removed_and_changed_pipes(void **state)
     rm_rf(h.dir);
 }
 
+/* Leaves the environment clean even when an env test fails half-way. */
+static int unset_env(void **state)
+{
+    (void)state;
+    unsetenv("FUSTOR_FUSION_PORT");
+    unsetenv("FUSTOR_LOG_LEVEL");
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,12 +812,15 @@ int main(void)
         cmocka_unit_test(test_missing_required_keys_are_named),
         cmocka_unit_test(test_duplicate_ids_and_keys),
         cmocka_unit_test(test_invalid_ids_aliases_and_documents_are_refused),
+        cmocka_unit_test(test_bad_encoding_is_reported_not_truncated),
+        cmocka_unit_test(test_integers_are_decimal_only),
+        cmocka_unit_test(test_start_file_in_dir_without_yaml_suffix_is_loaded),
         cmocka_unit_test(test_empty_file_is_a_warning_not_an_error),
         cmocka_unit_test(test_missing_config_dir_is_an_error),
         cmocka_unit_test(test_unreadable_file_is_an_error),
         cmocka_unit_test(test_agent_values_are_checked),
         cmocka_unit_test(test_agent_optional_values_and_field_mapping),
-        cmocka_unit_test(test_env_overrides_port_and_level),
+        cmocka_unit_test_teardown(test_env_overrides_port_and_level, unset_env),
         cmocka_unit_test(test_logging_accepts_a_level_string_or_a_mapping),
         cmocka_unit_test(test_json_dump_redacts_secrets),
         cmocka_unit_test(test_diff_reports_added_removed_and_changed_pipes),

@@ -15,6 +15,8 @@
 
 struct builder {
     const char *file;
+    const char *text; /* the whole input, for scalars we decode ourselves */
+    size_t text_len;
     struct fu_diags *d;
     bool ok;
     struct fu_ynode *stack[128];
@@ -123,6 +125,69 @@ static bool attach(struct builder *b, struct fu_ynode *n)
     return true;
 }
 
+/* Decodes the raw text of a single-quoted scalar: '' is a quote, and line breaks fold as in
+ * every flow scalar (one break with its surrounding blanks is a space; n+1 breaks are n
+ * newlines). */
+static void decode_single_quoted(const char *raw, size_t len, struct fu_buf *out)
+{
+    for (size_t i = 0; i < len;) {
+        char c = raw[i];
+        if (c == '\'' && i + 1 < len && raw[i + 1] == '\'') {
+            fu_buf_putc(out, '\'');
+            i += 2;
+        } else if (c == '\n' || c == '\r') {
+            while (out->len && (out->data[out->len - 1] == ' ' || out->data[out->len - 1] == '\t'))
+                out->len--;
+            size_t breaks = 0;
+            while (i < len && strchr(" \t\r\n", raw[i])) {
+                breaks +=
+                    raw[i] == '\n' || (raw[i] == '\r' && (i + 1 >= len || raw[i + 1] != '\n'));
+                i++;
+            }
+            if (breaks <= 1)
+                fu_buf_putc(out, ' ');
+            else
+                for (size_t k = 1; k < breaks; k++)
+                    fu_buf_putc(out, '\n');
+        } else {
+            fu_buf_putc(out, c);
+            i++;
+        }
+    }
+}
+
+/* The scalar's value into n->s and n->len. libfyaml 0.7.12 garbles single-quoted scalars with
+ * adjacent '' escapes (and leaks while doing it), so those are decoded here from the source
+ * between the token's marks; everything else comes from fy_token_get_text. */
+static bool scalar_text(struct builder *b, struct fy_token *tok, struct fu_ynode *n)
+{
+    struct fu_buf v = FU_BUF_INIT;
+    const struct fy_mark *s = fy_token_start_mark(tok), *e = fy_token_end_mark(tok);
+    const char *raw = NULL;
+    size_t raw_len = 0;
+    if (fy_token_scalar_style(tok) == FYSS_SINGLE_QUOTED && s && e &&
+        s->input_pos <= e->input_pos && e->input_pos <= b->text_len) {
+        raw = b->text + s->input_pos;
+        raw_len = e->input_pos - s->input_pos;
+    }
+    if (raw && memmem(raw, raw_len, "''", 2)) {
+        decode_single_quoted(raw, raw_len, &v);
+    } else {
+        size_t len = 0;
+        const char *t = fy_token_get_text(tok, &len);
+        if (!t && len)
+            return false;
+        fu_buf_append(&v, t ? t : "", len);
+    }
+    if (v.oom) {
+        fu_buf_free(&v);
+        return false;
+    }
+    n->len = v.len;
+    n->s = fu_buf_detach(&v);
+    return true;
+}
+
 /* Explicit tags (!!str 8080) would let a value dodge type checks; configs do without. */
 static bool refuse_tag(struct builder *b, struct fy_token *tag)
 {
@@ -155,18 +220,11 @@ static bool on_event(struct builder *b, struct fy_event *e)
         if (e->scalar.tag)
             return refuse_tag(b, e->scalar.tag);
         n = node_new(FU_Y_SCALAR, m);
-        size_t len = 0;
-        const char *t = fy_token_get_text(e->scalar.value, &len);
-        if (n)
-            n->s = malloc(len + 1);
-        if (!n || !n->s) {
+        if (!n || !scalar_text(b, e->scalar.value, n)) {
             fu_ynode_free(n);
             return false;
         }
-        if (len)
-            memcpy(n->s, t, len);
-        n->s[len] = '\0';
-        n->len = len;
+        size_t len = n->len;
         n->plain = fy_token_scalar_style(e->scalar.value) == FYSS_PLAIN;
         n->is_null = n->plain && is_null_text(n->s);
         if (memchr(n->s, '\0', len)) {
@@ -279,7 +337,7 @@ static struct fu_ynode *load(const char *name, const char *text, size_t len, str
         *ok = false;
         return NULL;
     }
-    struct builder b = {.file = name, .d = d, .ok = true};
+    struct builder b = {.file = name, .text = text, .text_len = len, .d = d, .ok = true};
     struct fy_diag_cfg dc;
     fy_diag_cfg_default(&dc);
     dc.fp = NULL;

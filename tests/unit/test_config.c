@@ -513,6 +513,30 @@ static void test_bad_encoding_is_reported_not_truncated(void **state)
     rm_rf(h.dir);
 }
 
+static void test_single_quoted_escapes_decode_exactly(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml, *host;
+    } cases[] = {
+        {"host: 'it''s'\n", "it's"},         {"host: 'x''''y'\n", "x''y"},
+        {"host: '''a'''\n", "'a'"},          {"host: 'a''\n  b'\n", "a' b"},
+        {"host: 'a''  \n\n  b'\n", "a'\nb"}, {"host: 'plain single'\n", "plain single"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct home h;
+        home_new(&h);
+        home_put(&h, "fusion-config/default.yaml", cases[i].yaml);
+        struct fu_config cfg;
+        struct fu_diags d;
+        assert_int_equal(load(&cfg, FU_CFG_FUSION, h.dir, NULL, &d), 0);
+        assert_string_equal(cfg.fusion.host, cases[i].host);
+        fu_config_free(&cfg);
+        fu_diags_free(&d);
+        rm_rf(h.dir);
+    }
+}
+
 static void test_integers_are_decimal_only(void **state)
 {
     (void)state;
@@ -813,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_ids_and_keys),
         cmocka_unit_test(test_invalid_ids_aliases_and_documents_are_refused),
         cmocka_unit_test(test_bad_encoding_is_reported_not_truncated),
+        cmocka_unit_test(test_single_quoted_escapes_decode_exactly),
         cmocka_unit_test(test_integers_are_decimal_only),
         cmocka_unit_test(test_start_file_in_dir_without_yaml_suffix_is_loaded),
         cmocka_unit_test(test_empty_file_is_a_warning_not_an_error),

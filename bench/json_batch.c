@@ -170,11 +170,18 @@ static size_t parse_batch(const char *doc, size_t len, struct row *rows)
     return n;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     make_rows();
     struct fu_buf batch = FU_BUF_INIT;
     write_batch(&batch);
+    if (argc > 1) { /* the batch, for baselines that parse the same bytes */
+        FILE *f = fopen(argv[1], "wb");
+        if (!f || fwrite(batch.data, 1, batch.len, f) != batch.len || fclose(f) != 0) {
+            fprintf(stderr, "bench: cannot write %s\n", argv[1]);
+            return 1;
+        }
+    }
     static struct row rows[ROWS];
     if (parse_batch(batch.data, batch.len, rows) != ROWS || rows[1].size != 104729) {
         fprintf(stderr, "bench: the batch did not parse back as written\n");

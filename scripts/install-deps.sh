@@ -7,6 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git python3   # toolchain and test runner
   clang libclang-rt-14-dev                       # libFuzzer harnesses (make fuzz)
   libfyaml-dev                                   # YAML config with file:line:col marks
+  libxxhash-dev                                  # hashes for the view indexes
   libcmocka-dev                                  # unit tests
   valgrind                                       # leak checks
 )

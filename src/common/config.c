@@ -77,28 +77,6 @@ static void path_pop(struct ctx *c, size_t old)
 
 /* ---------------------------------------------------------------- freeing */
 
-void fu_strv_free(struct fu_strv *v)
-{
-    for (size_t i = 0; i < v->n; i++)
-        free(v->v[i]);
-    free(v->v);
-    v->v = NULL;
-    v->n = 0;
-}
-
-int fu_strv_push(struct fu_strv *v, const char *s)
-{
-    char *d = strdup(s);
-    char **nv = d ? realloc(v->v, (v->n + 1) * sizeof(*nv)) : NULL;
-    if (!nv) {
-        free(d);
-        return -ENOMEM;
-    }
-    v->v = nv;
-    v->v[v->n++] = d;
-    return 0;
-}
-
 static void free_obj(const struct fu_schema *s, void *base);
 
 /* Section items start with struct fu_cfg_item, whose id is owned too. */

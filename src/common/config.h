@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/diag.h"
+#include "common/strv.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,11 +25,6 @@ struct fu_loc {
 /* A growable array of items of one schema type (receivers, api_keys, ...). */
 struct fu_cfg_vec {
     void *v; /* owned */
-    size_t n;
-};
-
-struct fu_strv {
-    char **v; /* owned, each owned */
     size_t n;
 };
 
@@ -230,8 +226,5 @@ void fu_config_diff_free(struct fu_config_diff *d);
 /* The item with `id` in a section whose items are `item_size` bytes, or NULL. */
 const struct fu_cfg_item *fu_cfg_find(const struct fu_cfg_vec *sec, size_t item_size,
                                       const char *id);
-
-void fu_strv_free(struct fu_strv *v);
-int fu_strv_push(struct fu_strv *v, const char *s);
 
 #endif

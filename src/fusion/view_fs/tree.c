@@ -1,0 +1,583 @@
+/* The fs view's tree; see tree.h for the layout and budget. Everything is iterative: paths
+ * may be 10,000 levels deep and a recursive walk would overflow the stack. */
+#include "fusion/view_fs/tree.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define NODE_CHUNK 65536u     /* nodes per arena chunk (4 MiB) */
+#define HEAP_CHUNK (1u << 20) /* bytes per name heap chunk */
+#define MAX_NAME 65535u       /* node.name_len is 16 bits */
+#define LINEAGE_MAX 65535u
+
+/* ------------------------------------------------------------ arena and heap */
+
+static fu_nid node_alloc(struct fu_tree *t)
+{
+    if (t->free_head != FU_NID_NONE) {
+        fu_nid id = t->free_head;
+        t->free_head = fu_tree_node(t, id)->next;
+        return id;
+    }
+    if (t->nnodes == UINT32_MAX - 1)
+        return FU_NID_NONE;
+    if (t->nnodes / NODE_CHUNK == t->nchunks) {
+        struct fu_node **c = realloc(t->chunks, (t->nchunks + 1) * sizeof(*c));
+        if (!c)
+            return FU_NID_NONE;
+        t->chunks = c;
+        c[t->nchunks] = malloc(NODE_CHUNK * sizeof(struct fu_node));
+        if (!c[t->nchunks])
+            return FU_NID_NONE;
+        t->nchunks++;
+    }
+    return t->nnodes++;
+}
+
+static int heap_put(struct fu_tree *t, const char *name, size_t len, uint32_t *off)
+{
+    if (!t->nheap || t->heap_used + len > HEAP_CHUNK) {
+        if (t->nheap >= UINT32_MAX / HEAP_CHUNK)
+            return -ENOMEM; /* 4 GiB of names: compaction would be due long before */
+        char **h = realloc(t->heap, (t->nheap + 1) * sizeof(*h));
+        if (!h)
+            return -ENOMEM;
+        t->heap = h;
+        h[t->nheap] = malloc(HEAP_CHUNK);
+        if (!h[t->nheap])
+            return -ENOMEM;
+        t->nheap++;
+        t->heap_used = 0;
+    }
+    *off = (uint32_t)(t->nheap - 1) * HEAP_CHUNK + t->heap_used;
+    if (len)
+        memcpy(t->heap[t->nheap - 1] + t->heap_used, name, len);
+    t->heap_used += (uint32_t)len;
+    return 0;
+}
+
+const char *fu_tree_name(const struct fu_tree *t, fu_nid id, size_t *len)
+{
+    const struct fu_node *n = fu_tree_node(t, id);
+    *len = n->name_len;
+    if (!t->nheap)
+        return "";
+    return t->heap[n->name_off / HEAP_CHUNK] + n->name_off % HEAP_CHUNK;
+}
+
+/* ------------------------------------------------------------ aggregates */
+
+static uint32_t agg_alloc(struct fu_tree *t)
+{
+    uint32_t i;
+    if (t->agg_free != UINT32_MAX) {
+        i = t->agg_free;
+        t->agg_free = (uint32_t)t->aggs[i].files;
+    } else {
+        if (t->naggs == t->aggs_cap) {
+            uint32_t cap = t->aggs_cap ? t->aggs_cap * 2 : 64;
+            struct fu_agg *a = realloc(t->aggs, cap * sizeof(*a));
+            if (!a)
+                return UINT32_MAX;
+            t->aggs = a;
+            t->aggs_cap = cap;
+        }
+        i = t->naggs++;
+    }
+    memset(&t->aggs[i], 0, sizeof(t->aggs[i]));
+    return i;
+}
+
+static void agg_release(struct fu_tree *t, uint32_t i)
+{
+    t->aggs[i].files = t->agg_free;
+    t->agg_free = i;
+}
+
+struct delta {
+    int64_t files, dirs, bytes, suspects;
+};
+
+/* Adds `d` to the aggregates of `dir` and all its ancestors. */
+static void propagate(struct fu_tree *t, fu_nid dir, const struct delta *d)
+{
+    for (fu_nid a = dir; a != FU_NID_NONE; a = fu_tree_node(t, a)->parent) {
+        struct fu_agg *g = &t->aggs[fu_tree_node(t, a)->agg];
+        g->files += (uint64_t)d->files;
+        g->dirs += (uint64_t)d->dirs;
+        g->bytes += (uint64_t)d->bytes;
+        g->suspects += (uint64_t)d->suspects;
+    }
+}
+
+/* An entry below `dir` now has mtime `m`: raise the newest mtime up the chain. */
+static void raise_newest(struct fu_tree *t, fu_nid dir, double m)
+{
+    for (fu_nid a = dir; a != FU_NID_NONE; a = fu_tree_node(t, a)->parent) {
+        struct fu_agg *g = &t->aggs[fu_tree_node(t, a)->agg];
+        if (!(m > g->newest_mtime))
+            return;
+        g->newest_mtime = m;
+    }
+}
+
+static double subtree_newest(const struct fu_tree *t, fu_nid dir)
+{
+    double m = 0;
+    for (fu_nid c = fu_tree_node(t, dir)->first_child; c != FU_NID_NONE;
+         c = fu_tree_node(t, c)->next) {
+        const struct fu_node *n = fu_tree_node(t, c);
+        if (n->mtime > m)
+            m = n->mtime;
+        if ((n->flags & FU_N_DIR) && t->aggs[n->agg].newest_mtime > m)
+            m = t->aggs[n->agg].newest_mtime;
+    }
+    return m;
+}
+
+/* Something below `dir` whose mtime was `old` went away or got older: recompute the newest
+ * mtime where `old` was the maximum, from each directory's children, up the chain. */
+static void lower_newest(struct fu_tree *t, fu_nid dir, double old)
+{
+    for (fu_nid a = dir; a != FU_NID_NONE; a = fu_tree_node(t, a)->parent) {
+        struct fu_agg *g = &t->aggs[fu_tree_node(t, a)->agg];
+        if (g->newest_mtime > old)
+            return; /* something else is newer here, and so above */
+        double m = subtree_newest(t, a);
+        if (m == g->newest_mtime)
+            return;
+        g->newest_mtime = m;
+    }
+}
+
+/* ------------------------------------------------------------ hash index */
+
+static size_t slot_of(const struct fu_tree *t, fu_nid parent, const char *name, size_t len)
+{
+    return (size_t)XXH3_64bits_withSeed(name, len, parent) & (t->nslots - 1);
+}
+
+static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const char *name, size_t len)
+{
+    const struct fu_node *n = fu_tree_node(t, id);
+    if (n->parent != parent || n->name_len != len)
+        return false;
+    size_t l;
+    return !memcmp(fu_tree_name(t, id, &l), name, len);
+}
+
+fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len)
+{
+    size_t mask = t->nslots - 1;
+    for (size_t i = slot_of(t, dir, name, len);; i = (i + 1) & mask) {
+        fu_nid id = t->slots[i];
+        if (id == FU_NID_NONE)
+            return FU_NID_NONE;
+        if (node_is(t, id, dir, name, len))
+            return id;
+    }
+}
+
+static void slot_insert(struct fu_tree *t, fu_nid id)
+{
+    size_t len;
+    const char *name = fu_tree_name(t, id, &len);
+    size_t mask = t->nslots - 1;
+    size_t i = slot_of(t, fu_tree_node(t, id)->parent, name, len);
+    while (t->slots[i] != FU_NID_NONE)
+        i = (i + 1) & mask;
+    t->slots[i] = id;
+    t->used_slots++;
+}
+
+static int grow_slots(struct fu_tree *t)
+{
+    size_t n = t->nslots ? t->nslots * 2 : 1024;
+    uint32_t *s = malloc(n * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    memset(s, 0xFF, n * sizeof(*s));
+    uint32_t *old = t->slots;
+    size_t oldn = t->nslots;
+    t->slots = s;
+    t->nslots = n;
+    t->used_slots = 0;
+    for (size_t i = 0; i < oldn; i++)
+        if (old[i] != FU_NID_NONE)
+            slot_insert(t, old[i]);
+    free(old);
+    return 0;
+}
+
+/* Linear probing with backward-shift deletion: no tombstones, probes stay short. */
+static void slot_remove(struct fu_tree *t, fu_nid id)
+{
+    size_t len;
+    const char *name = fu_tree_name(t, id, &len);
+    size_t mask = t->nslots - 1;
+    size_t i = slot_of(t, fu_tree_node(t, id)->parent, name, len);
+    while (t->slots[i] != id)
+        i = (i + 1) & mask;
+    for (size_t j = i;;) {
+        j = (j + 1) & mask;
+        fu_nid o = t->slots[j];
+        if (o == FU_NID_NONE)
+            break;
+        const char *on = fu_tree_name(t, o, &len);
+        size_t home = slot_of(t, fu_tree_node(t, o)->parent, on, len);
+        /* Move o back to i unless its home lies cyclically in (i, j]. */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->slots[i] = o;
+            i = j;
+        }
+    }
+    t->slots[i] = FU_NID_NONE;
+    t->used_slots--;
+}
+
+/* ------------------------------------------------------------ nodes */
+
+static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t len, bool is_dir,
+                    fu_nid *out)
+{
+    if (len > MAX_NAME)
+        return -ENAMETOOLONG;
+    if ((t->used_slots + 1) * 4 > t->nslots * 3 && grow_slots(t) < 0)
+        return -ENOMEM;
+    fu_nid id = node_alloc(t);
+    if (id == FU_NID_NONE)
+        return -ENOMEM;
+    struct fu_node *n = fu_tree_node(t, id);
+    memset(n, 0, sizeof(*n));
+    n->parent = parent;
+    n->first_child = n->next = n->prev = FU_NID_NONE;
+    n->name_len = (uint16_t)len;
+    n->agg = UINT32_MAX;
+    if (heap_put(t, name, len, &n->name_off) < 0 ||
+        (is_dir && (n->agg = agg_alloc(t)) == UINT32_MAX)) {
+        n->flags = FU_N_FREE;
+        n->next = t->free_head;
+        t->free_head = id;
+        return -ENOMEM;
+    }
+    n->flags = is_dir ? FU_N_DIR : 0;
+    if (parent != FU_NID_NONE) {
+        struct fu_node *p = fu_tree_node(t, parent);
+        n->next = p->first_child;
+        if (p->first_child != FU_NID_NONE)
+            fu_tree_node(t, p->first_child)->prev = id;
+        p->first_child = id;
+        slot_insert(t, id);
+        struct delta d = {is_dir ? 0 : 1, is_dir ? 1 : 0, 0, 0};
+        propagate(t, parent, &d);
+    }
+    t->live++;
+    *out = id;
+    return 0;
+}
+
+/* Frees one node that has no children and is already out of its parent's list. */
+static void node_release(struct fu_tree *t, fu_nid id)
+{
+    struct fu_node *n = fu_tree_node(t, id);
+    if (n->parent != FU_NID_NONE)
+        slot_remove(t, id);
+    t->heap_garbage += n->name_len;
+    if (n->flags & FU_N_DIR)
+        agg_release(t, n->agg);
+    n->flags = FU_N_FREE;
+    n->next = t->free_head;
+    t->free_head = id;
+    t->live--;
+}
+
+static void unlink_child(struct fu_tree *t, fu_nid id)
+{
+    struct fu_node *n = fu_tree_node(t, id);
+    if (n->prev != FU_NID_NONE)
+        fu_tree_node(t, n->prev)->next = n->next;
+    else
+        fu_tree_node(t, n->parent)->first_child = n->next;
+    if (n->next != FU_NID_NONE)
+        fu_tree_node(t, n->next)->prev = n->prev;
+    n->prev = n->next = FU_NID_NONE;
+}
+
+void fu_tree_remove(struct fu_tree *t, fu_nid id)
+{
+    struct fu_node *n = fu_tree_node(t, id);
+    if (id == FU_NID_ROOT) {
+        while (n->first_child != FU_NID_NONE)
+            fu_tree_remove(t, n->first_child);
+        return;
+    }
+    fu_nid parent = n->parent;
+    bool dir = n->flags & FU_N_DIR;
+    const struct fu_agg *g = dir ? &t->aggs[n->agg] : NULL;
+    struct delta d = {
+        -(int64_t)(dir ? g->files : 1),
+        -(int64_t)(dir ? g->dirs + 1 : 0),
+        -(int64_t)(dir ? g->bytes : n->size),
+        -(int64_t)(dir ? g->suspects : (n->flags & FU_N_SUSPECT) != 0),
+    };
+    double old = n->mtime;
+    if (dir && g->newest_mtime > old)
+        old = g->newest_mtime;
+    unlink_child(t, id);
+    propagate(t, parent, &d);
+    lower_newest(t, parent, old);
+
+    /* Free the subtree leaves-first, without recursion. */
+    fu_nid cur = id;
+    for (;;) {
+        while (fu_tree_node(t, cur)->first_child != FU_NID_NONE)
+            cur = fu_tree_node(t, cur)->first_child;
+        if (cur == id) {
+            node_release(t, cur);
+            return;
+        }
+        struct fu_node *c = fu_tree_node(t, cur);
+        fu_nid p = c->parent;
+        fu_nid next = c->next;
+        fu_tree_node(t, p)->first_child = next;
+        if (next != FU_NID_NONE)
+            fu_tree_node(t, next)->prev = FU_NID_NONE;
+        node_release(t, cur);
+        cur = p;
+    }
+}
+
+/* ------------------------------------------------------------ public */
+
+int fu_tree_init(struct fu_tree *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->free_head = FU_NID_NONE;
+    t->agg_free = UINT32_MAX;
+    /* Lineage 0 is the empty pair: "unknown". */
+    if (grow_slots(t) < 0 || fu_strv_push(&t->lineages, "") < 0 ||
+        fu_strv_push(&t->lineages, "") < 0)
+        return -ENOMEM;
+    fu_nid root;
+    return node_new(t, FU_NID_NONE, "", 0, true, &root);
+}
+
+void fu_tree_free(struct fu_tree *t)
+{
+    for (size_t i = 0; i < t->nchunks; i++)
+        free(t->chunks[i]);
+    free(t->chunks);
+    for (size_t i = 0; i < t->nheap; i++)
+        free(t->heap[i]);
+    free(t->heap);
+    free(t->slots);
+    free(t->aggs);
+    fu_strv_free(&t->lineages);
+    memset(t, 0, sizeof(*t));
+}
+
+fu_nid fu_tree_lookup(const struct fu_tree *t, const char *path, size_t len)
+{
+    fu_nid cur = FU_NID_ROOT;
+    size_t i = 0;
+    while (i < len && cur != FU_NID_NONE) {
+        while (i < len && path[i] == '/')
+            i++;
+        size_t s = i;
+        while (i < len && path[i] != '/')
+            i++;
+        if (i > s) {
+            if (!(fu_tree_node(t, cur)->flags & FU_N_DIR))
+                return FU_NID_NONE;
+            cur = fu_tree_child(t, cur, path + s, i - s);
+        }
+    }
+    return cur;
+}
+
+static void set_attrs(struct fu_tree *t, fu_nid id, const struct fu_attr *a)
+{
+    struct fu_node *n = fu_tree_node(t, id);
+    fu_nid parent = n->parent;
+    if (!(n->flags & FU_N_DIR) && parent != FU_NID_NONE && a->size != n->size) {
+        struct delta d = {0, 0, (int64_t)a->size - (int64_t)n->size, 0};
+        propagate(t, parent, &d);
+    }
+    double old = n->mtime;
+    n->size = a->size;
+    n->mtime = a->mtime;
+    n->ctime = a->ctime;
+    if (a->updated > 0)
+        n->updated = a->updated;
+    if (a->lineage)
+        n->lineage = a->lineage;
+    if (parent == FU_NID_NONE)
+        return;
+    if (a->mtime > old)
+        raise_newest(t, parent, a->mtime);
+    else if (a->mtime < old)
+        lower_newest(t, parent, old);
+}
+
+int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
+                   const struct fu_attr *a, fu_nid *out)
+{
+    fu_nid cur = FU_NID_ROOT;
+    size_t i = 0;
+    for (;;) {
+        while (i < len && path[i] == '/')
+            i++;
+        size_t s = i;
+        while (i < len && path[i] != '/')
+            i++;
+        size_t e = i;
+        while (i < len && path[i] == '/')
+            i++;
+        bool last = i >= len;
+        if (e == s) { /* the root itself */
+            if (!is_dir)
+                return -EINVAL;
+            set_attrs(t, FU_NID_ROOT, a);
+            *out = FU_NID_ROOT;
+            return 0;
+        }
+        bool want_dir = last ? is_dir : true;
+        fu_nid c = fu_tree_child(t, cur, path + s, e - s);
+        if (c != FU_NID_NONE && !(fu_tree_node(t, c)->flags & FU_N_DIR) != !want_dir) {
+            fu_tree_remove(t, c); /* a type switch replaces the entry */
+            c = FU_NID_NONE;
+        }
+        if (c == FU_NID_NONE) {
+            int rc = node_new(t, cur, path + s, e - s, want_dir, &c);
+            if (rc < 0)
+                return rc;
+        }
+        if (last) {
+            set_attrs(t, c, a);
+            *out = c;
+            return 0;
+        }
+        cur = c;
+    }
+}
+
+size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len)
+{
+    fu_nid id = fu_tree_lookup(t, path, len);
+    if (id == FU_NID_NONE)
+        return 0;
+    const struct fu_node *n = fu_tree_node(t, id);
+    size_t count = 1;
+    if (n->flags & FU_N_DIR) {
+        const struct fu_agg *g = fu_tree_agg(t, id);
+        count = (size_t)(g->files + g->dirs) + (id != FU_NID_ROOT);
+    }
+    fu_tree_remove(t, id);
+    return count;
+}
+
+void fu_tree_set_flags(struct fu_tree *t, fu_nid id, uint16_t set, uint16_t clear)
+{
+    struct fu_node *n = fu_tree_node(t, id);
+    uint16_t allowed = FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED;
+    uint16_t f = (uint16_t)((n->flags | (set & allowed)) & ~(clear & allowed));
+    bool was = n->flags & FU_N_SUSPECT, now = f & FU_N_SUSPECT;
+    n->flags = f;
+    if (was != now && !(f & FU_N_DIR) && n->parent != FU_NID_NONE) {
+        struct delta d = {0, 0, 0, now ? 1 : -1};
+        propagate(t, n->parent, &d);
+    }
+}
+
+void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out)
+{
+    fu_buf_reset(out);
+    if (id == FU_NID_ROOT) {
+        fu_buf_putc(out, '/');
+        return;
+    }
+    size_t total = 0;
+    for (fu_nid a = id; a != FU_NID_ROOT; a = fu_tree_node(t, a)->parent)
+        total += 1 + fu_tree_node(t, a)->name_len;
+    if (fu_buf_grow(out, total) < 0)
+        return;
+    char *end = out->data + total;
+    for (fu_nid a = id; a != FU_NID_ROOT; a = fu_tree_node(t, a)->parent) {
+        size_t l;
+        const char *name = fu_tree_name(t, a, &l);
+        end -= l;
+        memcpy(end, name, l);
+        *--end = '/';
+    }
+    out->len = total;
+    out->data[total] = '\0';
+}
+
+static int cmp_names(const void *a, const void *b, void *ctx)
+{
+    const struct fu_tree *t = ctx;
+    size_t la, lb;
+    const char *na = fu_tree_name(t, *(const fu_nid *)a, &la);
+    const char *nb = fu_tree_name(t, *(const fu_nid *)b, &lb);
+    int c = memcmp(na, nb, la < lb ? la : lb);
+    return c ? c : (la > lb) - (la < lb);
+}
+
+size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out)
+{
+    const struct fu_node *d = fu_tree_node(t, dir);
+    size_t n = 0;
+    for (fu_nid c = d->first_child; c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
+        n++;
+    fu_nid *v = malloc((n ? n : 1) * sizeof(*v));
+    if (!v)
+        return (size_t)-1;
+    size_t i = 0;
+    for (fu_nid c = d->first_child; c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
+        v[i++] = c;
+    qsort_r(v, n, sizeof(*v), cmp_names, (void *)t);
+    *out = v;
+    return n;
+}
+
+/* Lineage pairs live in one string vector, two slots per index: agent id, source uri. */
+uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri)
+{
+    agent_id = agent_id ? agent_id : "";
+    source_uri = source_uri ? source_uri : "";
+    size_t n = t->lineages.n / 2;
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(t->lineages.v[2 * i], agent_id) &&
+            !strcmp(t->lineages.v[2 * i + 1], source_uri))
+            return (uint16_t)i;
+    if (n >= LINEAGE_MAX || fu_strv_push(&t->lineages, agent_id) < 0)
+        return 0;
+    if (fu_strv_push(&t->lineages, source_uri) < 0) {
+        free(t->lineages.v[--t->lineages.n]);
+        return 0;
+    }
+    return (uint16_t)n;
+}
+
+void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **agent_id,
+                         const char **source_uri)
+{
+    if (!idx || (size_t)idx * 2 + 1 >= t->lineages.n) {
+        *agent_id = *source_uri = NULL;
+        return;
+    }
+    *agent_id = t->lineages.v[2 * idx];
+    *source_uri = t->lineages.v[2 * idx + 1];
+}
+
+size_t fu_tree_memory(const struct fu_tree *t)
+{
+    size_t m = t->nchunks * (size_t)NODE_CHUNK * sizeof(struct fu_node);
+    m += t->nheap * (size_t)HEAP_CHUNK;
+    m += t->nslots * sizeof(uint32_t);
+    m += t->aggs_cap * sizeof(struct fu_agg);
+    return m;
+}

@@ -1,0 +1,131 @@
+/* The fs view's tree: fixed-size node records in a chunked arena, names in a chunked byte
+ * heap, one open-addressing hash index keyed by (parent, name), and per-directory aggregates
+ * of the whole subtree kept up to date on every change, so stats of any subtree are O(1).
+ *
+ * Budget (DESIGN.md): <= 100 bytes per entry including indexes. A node is 64 bytes; the hash
+ * slot is 4 bytes at a load of at most 3/4; the name is stored once, unprefixed.
+ *
+ * Not thread-safe: the view wraps it in its read/write lock. Node ids are stable while the
+ * node lives; a deleted node's id is reused. */
+#ifndef FU_VIEW_FS_TREE_H
+#define FU_VIEW_FS_TREE_H
+
+#include "common/buf.h"
+#include "common/strv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint32_t fu_nid;
+#define FU_NID_NONE UINT32_MAX
+#define FU_NID_ROOT 0u
+
+enum {
+    FU_N_DIR = 1 << 0,           /* a directory */
+    FU_N_SUSPECT = 1 << 1,       /* integrity_suspect: possibly still being written */
+    FU_N_AGENT_MISSING = 1 << 2, /* seen by audit/scan only, never by an agent's watch */
+    FU_N_AUDIT_SKIPPED = 1 << 3, /* directory: last audit found it unchanged */
+    FU_N_FREE = 1 << 15,         /* the record is on the free list */
+};
+
+struct fu_node {
+    fu_nid parent;      /* FU_NID_NONE for the root */
+    uint32_t name_off;  /* into the name heap */
+    fu_nid first_child; /* directories: first of a doubly linked sibling list */
+    fu_nid next, prev;  /* siblings; next also links the free list */
+    uint32_t agg;       /* directories: index of their aggregate record */
+    uint16_t name_len;
+    uint16_t flags;   /* FU_N_* */
+    uint16_t lineage; /* index into the lineage table (last agent id, source uri) */
+    uint16_t pad;
+    uint64_t size;
+    double mtime;   /* modified_time as reported */
+    double ctime;   /* created_time (st_ctime in v1) */
+    double updated; /* last realtime confirmation (receive time); 0 if only scanned */
+};
+
+/* What a directory's subtree holds, excluding the directory itself. */
+struct fu_agg {
+    uint64_t files, dirs, bytes;
+    uint64_t suspects;   /* files flagged FU_N_SUSPECT */
+    double newest_mtime; /* newest mtime of any entry below; 0 for an empty directory */
+};
+
+/* The attributes of an upsert. */
+struct fu_attr {
+    uint64_t size;
+    double mtime, ctime;
+    double updated; /* the batch's receive time for realtime rows, else 0 */
+    uint16_t lineage;
+};
+
+struct fu_tree {
+    struct fu_node **chunks; /* node arena: chunks of FU_TREE_CHUNK nodes */
+    size_t nchunks;
+    uint32_t nnodes;  /* records handed out, live or free */
+    fu_nid free_head; /* free list through node.next */
+    uint32_t live;    /* live nodes, root included */
+    char **heap;      /* name heap chunks */
+    size_t nheap;
+    uint32_t heap_used;    /* bytes used in the last chunk */
+    uint64_t heap_garbage; /* bytes of names of deleted nodes (reclaimed by compaction) */
+    uint32_t *slots;       /* hash index: node ids, FU_NID_NONE when empty */
+    size_t nslots;         /* a power of two */
+    size_t used_slots;
+    struct fu_agg *aggs; /* aggregate records of directories */
+    uint32_t naggs, aggs_cap;
+    uint32_t agg_free;       /* free list of aggregate records (through .files) */
+    struct fu_strv lineages; /* "agent_id\0source_uri" pairs; index = node.lineage */
+};
+
+int fu_tree_init(struct fu_tree *t);
+void fu_tree_free(struct fu_tree *t);
+
+static inline struct fu_node *fu_tree_node(const struct fu_tree *t, fu_nid id)
+{
+    return &t->chunks[id >> 16][id & 0xFFFF];
+}
+const char *fu_tree_name(const struct fu_tree *t, fu_nid id, size_t *len);
+static inline const struct fu_agg *fu_tree_agg(const struct fu_tree *t, fu_nid dir)
+{
+    return &t->aggs[fu_tree_node(t, dir)->agg];
+}
+
+/* `path` must be normalised (fu_path_normalize). FU_NID_NONE when absent. */
+fu_nid fu_tree_lookup(const struct fu_tree *t, const char *path, size_t len);
+fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len);
+
+/* Creates or updates the entry at `path`, creating missing parent directories (mtime 0).
+ * A file where a directory is wanted, or the reverse, is replaced (its subtree removed).
+ * Returns 0 and the node id, -EINVAL for the root as a file, -ENOMEM. */
+int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
+                   const struct fu_attr *a, fu_nid *out);
+/* Removes the entry and, for a directory, everything below. The root is emptied, never
+ * removed. Returns the number of entries removed (0 if absent). */
+size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len);
+void fu_tree_remove(struct fu_tree *t, fu_nid id);
+/* Sets and clears FU_N_SUSPECT / FU_N_AGENT_MISSING / FU_N_AUDIT_SKIPPED, keeping the
+ * suspect aggregates right. */
+void fu_tree_set_flags(struct fu_tree *t, fu_nid id, uint16_t set, uint16_t clear);
+
+/* The full path of a node into `out` (replacing its contents). */
+void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out);
+/* The children of `dir` sorted by name (bytewise), into a new array (caller frees);
+ * returns the count, or (size_t)-1 on OOM. */
+size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out);
+
+/* Interns an (agent id, source uri) pair for node.lineage; 0 is "unknown". */
+uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri);
+/* The pair behind a lineage index (NULL strings for 0). */
+void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **agent_id,
+                         const char **source_uri);
+
+/* Live entries (the root included), and the bytes the structure holds. */
+static inline uint32_t fu_tree_count(const struct fu_tree *t)
+{
+    return t->live;
+}
+size_t fu_tree_memory(const struct fu_tree *t);
+
+#endif

@@ -1,0 +1,439 @@
+/* The fs view's tree, as a specification: parents auto-created, type switches, recursive
+ * deletes, subtree aggregates kept exact (checked against a brute-force recount after every
+ * step of a random workload), sorted listings, byte names, deep paths. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "common/paths.h"
+#include "fusion/view_fs/tree.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static fu_nid put(struct fu_tree *t, const char *path, bool dir, uint64_t size, double mtime)
+{
+    struct fu_attr a = {.size = size, .mtime = mtime, .ctime = mtime};
+    fu_nid id;
+    assert_int_equal(fu_tree_upsert(t, path, strlen(path), dir, &a, &id), 0);
+    return id;
+}
+
+static fu_nid look(const struct fu_tree *t, const char *path)
+{
+    return fu_tree_lookup(t, path, strlen(path));
+}
+
+static const struct fu_agg *agg_at(const struct fu_tree *t, const char *path)
+{
+    fu_nid id = look(t, path);
+    assert_int_not_equal(id, FU_NID_NONE);
+    return fu_tree_agg(t, id);
+}
+
+static void test_upsert_creates_missing_parents_as_directories(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    fu_nid f = put(&t, "/a/b/c.txt", false, 10, 100);
+    fu_nid b = look(&t, "/a/b");
+    assert_int_not_equal(b, FU_NID_NONE);
+    assert_true(fu_tree_node(&t, b)->flags & FU_N_DIR);
+    assert_true(fu_tree_node(&t, b)->mtime == 0); /* unknown until reported */
+    assert_int_equal(fu_tree_node(&t, f)->parent, b);
+    assert_int_equal(look(&t, "/a/b/c.txt"), f);
+    assert_int_equal(look(&t, "/a/b/missing"), FU_NID_NONE);
+    assert_int_equal(look(&t, "/a/b/c.txt/x"), FU_NID_NONE); /* below a file */
+    assert_int_equal(look(&t, "/"), FU_NID_ROOT);
+    assert_int_equal(fu_tree_count(&t), 4);
+    fu_tree_free(&t);
+}
+
+static void test_aggregates_count_the_whole_subtree(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    put(&t, "/a/x", false, 10, 5);
+    put(&t, "/a/b/y", false, 20, 7);
+    put(&t, "/a/b/z", false, 30, 6);
+    put(&t, "/c", false, 1, 9);
+    const struct fu_agg *r = agg_at(&t, "/");
+    assert_int_equal(r->files, 4);
+    assert_int_equal(r->dirs, 2);
+    assert_int_equal(r->bytes, 61);
+    assert_true(r->newest_mtime == 9);
+    const struct fu_agg *a = agg_at(&t, "/a");
+    assert_int_equal(a->files, 3);
+    assert_int_equal(a->dirs, 1);
+    assert_int_equal(a->bytes, 60);
+    assert_true(a->newest_mtime == 7);
+    /* A size change moves bytes up the chain. */
+    put(&t, "/a/b/y", false, 25, 7);
+    assert_int_equal(agg_at(&t, "/a/b")->bytes, 55);
+    assert_int_equal(agg_at(&t, "/")->bytes, 66);
+    fu_tree_free(&t);
+}
+
+static void test_newest_mtime_falls_back_when_the_newest_goes(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    put(&t, "/d/old", false, 1, 100);
+    put(&t, "/d/new", false, 1, 300);
+    put(&t, "/d/sub/mid", false, 1, 200);
+    assert_true(agg_at(&t, "/")->newest_mtime == 300);
+    assert_int_equal(fu_tree_delete(&t, "/d/new", 6), 1);
+    assert_true(agg_at(&t, "/d")->newest_mtime == 200);
+    assert_true(agg_at(&t, "/")->newest_mtime == 200);
+    put(&t, "/d/sub/mid", false, 1, 50); /* an older mtime, as cp -p gives */
+    assert_true(agg_at(&t, "/d")->newest_mtime == 100);
+    assert_true(agg_at(&t, "/d/sub")->newest_mtime == 50);
+    fu_tree_free(&t);
+}
+
+static void test_delete_directory_removes_subtree_and_updates_aggregates(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    put(&t, "/keep", false, 5, 1);
+    for (int i = 0; i < 50; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/gone/d%d/f%d", i % 5, i);
+        put(&t, p, false, 2, 1);
+    }
+    assert_int_equal(fu_tree_count(&t), 1 + 1 + 1 + 5 + 50);
+    assert_int_equal(fu_tree_delete(&t, "/gone", 5), 56);
+    assert_int_equal(look(&t, "/gone"), FU_NID_NONE);
+    assert_int_equal(look(&t, "/gone/d1/f1"), FU_NID_NONE);
+    const struct fu_agg *r = agg_at(&t, "/");
+    assert_int_equal(r->files, 1);
+    assert_int_equal(r->dirs, 0);
+    assert_int_equal(r->bytes, 5);
+    assert_int_equal(fu_tree_count(&t), 2);
+    assert_int_equal(fu_tree_delete(&t, "/nothing", 8), 0);
+    /* Deleting the root empties the view but keeps the root. */
+    assert_int_equal(fu_tree_delete(&t, "/", 1), 1);
+    assert_int_equal(fu_tree_count(&t), 1);
+    assert_int_equal(agg_at(&t, "/")->files, 0);
+    fu_tree_free(&t);
+}
+
+static void test_type_switch_replaces_the_entry(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    put(&t, "/x/f1", false, 3, 1);
+    put(&t, "/x/f2", false, 4, 1);
+    /* The directory /x becomes a file: its subtree goes. */
+    fu_nid x = put(&t, "/x", false, 9, 2);
+    assert_false(fu_tree_node(&t, x)->flags & FU_N_DIR);
+    assert_int_equal(look(&t, "/x/f1"), FU_NID_NONE);
+    assert_int_equal(agg_at(&t, "/")->files, 1);
+    assert_int_equal(agg_at(&t, "/")->dirs, 0);
+    assert_int_equal(agg_at(&t, "/")->bytes, 9);
+    /* A file below a file turns the parent back into a directory. */
+    put(&t, "/x/y", false, 1, 3);
+    assert_true(fu_tree_node(&t, look(&t, "/x"))->flags & FU_N_DIR);
+    assert_int_equal(agg_at(&t, "/")->files, 1);
+    assert_int_equal(agg_at(&t, "/")->dirs, 1);
+    assert_int_equal(agg_at(&t, "/")->bytes, 1);
+    /* The root is always a directory. */
+    struct fu_attr a = {0};
+    fu_nid id;
+    assert_int_equal(fu_tree_upsert(&t, "/", 1, false, &a, &id), -EINVAL);
+    fu_tree_free(&t);
+}
+
+static void test_children_are_listed_sorted_bytewise(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    const char *names[] = {"b", "a", "B", "ab", "\xc3\xa9", "a.", "aa"};
+    for (size_t i = 0; i < 7; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "/d/%s", names[i]);
+        put(&t, p, false, 0, 0);
+    }
+    fu_nid *kids;
+    size_t n = fu_tree_children_sorted(&t, look(&t, "/d"), &kids);
+    assert_int_equal(n, 7);
+    const char *want[] = {"B", "a", "a.", "aa", "ab", "b", "\xc3\xa9"};
+    for (size_t i = 0; i < n; i++) {
+        size_t l;
+        const char *name = fu_tree_name(&t, kids[i], &l);
+        assert_int_equal(l, strlen(want[i]));
+        assert_memory_equal(name, want[i], l);
+    }
+    free(kids);
+    fu_tree_free(&t);
+}
+
+static void test_names_are_bytes_and_paths_rebuild_exactly(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    const char p[] = "/data/\xe9t\xe9/\xff\xfe name";
+    fu_nid id = put(&t, p, false, 1, 1);
+    struct fu_buf b = FU_BUF_INIT;
+    fu_tree_path(&t, id, &b);
+    assert_int_equal(b.len, sizeof(p) - 1);
+    assert_memory_equal(b.data, p, b.len);
+    fu_tree_path(&t, FU_NID_ROOT, &b);
+    assert_string_equal(b.data, "/");
+    fu_buf_free(&b);
+    fu_tree_free(&t);
+}
+
+static void test_paths_ten_thousand_levels_deep(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    struct fu_buf p = FU_BUF_INIT;
+    for (int i = 0; i < 10000; i++)
+        fu_buf_puts(&p, "/d");
+    fu_buf_puts(&p, "/leaf");
+    fu_nid id = put(&t, p.data, false, 7, 42);
+    assert_int_equal(fu_tree_lookup(&t, p.data, p.len), id);
+    assert_int_equal(agg_at(&t, "/")->dirs, 10000);
+    assert_int_equal(agg_at(&t, "/")->bytes, 7);
+    struct fu_buf back = FU_BUF_INIT;
+    fu_tree_path(&t, id, &back);
+    assert_int_equal(back.len, p.len);
+    assert_memory_equal(back.data, p.data, p.len);
+    assert_int_equal(fu_tree_delete(&t, "/d", 2), 10001);
+    assert_int_equal(fu_tree_count(&t), 1);
+    fu_buf_free(&p);
+    fu_buf_free(&back);
+    fu_tree_free(&t);
+}
+
+static void test_suspect_flags_are_counted_in_aggregates(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    fu_nid a = put(&t, "/s/a", false, 1, 1);
+    fu_nid b = put(&t, "/s/t/b", false, 1, 1);
+    fu_tree_set_flags(&t, a, FU_N_SUSPECT, 0);
+    fu_tree_set_flags(&t, b, FU_N_SUSPECT, 0);
+    fu_tree_set_flags(&t, b, FU_N_SUSPECT, 0); /* idempotent */
+    assert_int_equal(agg_at(&t, "/")->suspects, 2);
+    assert_int_equal(agg_at(&t, "/s/t")->suspects, 1);
+    fu_tree_set_flags(&t, a, 0, FU_N_SUSPECT);
+    assert_int_equal(agg_at(&t, "/s")->suspects, 1);
+    fu_tree_delete(&t, "/s/t", 4);
+    assert_int_equal(agg_at(&t, "/")->suspects, 0);
+    fu_tree_set_flags(&t, a, FU_N_DIR | FU_N_FREE, 0); /* structural bits are not settable */
+    assert_false(fu_tree_node(&t, a)->flags & (FU_N_DIR | FU_N_FREE));
+    fu_tree_free(&t);
+}
+
+static void test_lineage_pairs_are_interned(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    uint16_t a = fu_tree_lineage(&t, "agent-1", "/mnt/a");
+    uint16_t b = fu_tree_lineage(&t, "agent-2", "/mnt/a");
+    assert_int_not_equal(a, 0);
+    assert_int_not_equal(a, b);
+    assert_int_equal(fu_tree_lineage(&t, "agent-1", "/mnt/a"), a);
+    const char *agent, *uri;
+    fu_tree_lineage_get(&t, b, &agent, &uri);
+    assert_string_equal(agent, "agent-2");
+    assert_string_equal(uri, "/mnt/a");
+    fu_tree_lineage_get(&t, 0, &agent, &uri);
+    assert_null(agent);
+    fu_tree_free(&t);
+}
+
+/* ------------------------------------------------------------ model check */
+
+struct recount {
+    uint64_t files, dirs, bytes, suspects;
+    double newest;
+};
+
+/* Brute force, iteratively: the totals below `dir`. */
+static struct recount recount(const struct fu_tree *t, fu_nid dir)
+{
+    struct recount r = {0};
+    fu_nid cur = fu_tree_node(t, dir)->first_child;
+    while (cur != FU_NID_NONE) {
+        const struct fu_node *n = fu_tree_node(t, cur);
+        if (n->flags & FU_N_DIR)
+            r.dirs++;
+        else {
+            r.files++;
+            r.bytes += n->size;
+            r.suspects += (n->flags & FU_N_SUSPECT) != 0;
+        }
+        if (n->mtime > r.newest)
+            r.newest = n->mtime;
+        if ((n->flags & FU_N_DIR) && n->first_child != FU_NID_NONE) {
+            cur = n->first_child;
+            continue;
+        }
+        while (cur != FU_NID_NONE && fu_tree_node(t, cur)->next == FU_NID_NONE) {
+            cur = fu_tree_node(t, cur)->parent;
+            if (cur == dir)
+                cur = FU_NID_NONE;
+        }
+        if (cur != FU_NID_NONE)
+            cur = fu_tree_node(t, cur)->next;
+    }
+    return r;
+}
+
+static void check_invariants(const struct fu_tree *t)
+{
+    uint32_t live = 0;
+    struct fu_buf p = FU_BUF_INIT;
+    for (fu_nid id = 0; id < t->nnodes; id++) {
+        const struct fu_node *n = fu_tree_node(t, id);
+        if (n->flags & FU_N_FREE)
+            continue;
+        live++;
+        fu_tree_path(t, id, &p);
+        assert_int_equal(fu_tree_lookup(t, p.data, p.len), id); /* the index finds it */
+        if (!(n->flags & FU_N_DIR))
+            continue;
+        struct recount r = recount(t, id);
+        const struct fu_agg *g = fu_tree_agg(t, id);
+        if (g->files != r.files || g->dirs != r.dirs || g->bytes != r.bytes ||
+            g->suspects != r.suspects || g->newest_mtime != r.newest)
+            fail_msg("aggregate of %s: files %lu/%lu dirs %lu/%lu bytes %lu/%lu suspects "
+                     "%lu/%lu newest %g/%g",
+                     p.data, (unsigned long)g->files, (unsigned long)r.files,
+                     (unsigned long)g->dirs, (unsigned long)r.dirs, (unsigned long)g->bytes,
+                     (unsigned long)r.bytes, (unsigned long)g->suspects, (unsigned long)r.suspects,
+                     g->newest_mtime, r.newest);
+    }
+    assert_int_equal(live, fu_tree_count(t));
+    fu_buf_free(&p);
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void test_random_workload_keeps_aggregates_exact(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    for (int step = 0; step < 4000; step++) {
+        /* A small namespace (3 levels x 4 names) so that operations collide often. */
+        char path[32];
+        int depth = 1 + (int)(rnd() % 3), len = 0;
+        for (int d = 0; d < depth; d++)
+            len += snprintf(path + len, sizeof(path) - (size_t)len, "/%c", (char)('a' + rnd() % 4));
+        uint64_t op = rnd() % 10;
+        if (op < 6) {
+            put(&t, path, rnd() % 4 == 0, rnd() % 1000, (double)(rnd() % 500));
+        } else if (op < 8) {
+            fu_tree_delete(&t, path, (size_t)len);
+        } else {
+            fu_nid id = look(&t, path);
+            if (id != FU_NID_NONE)
+                fu_tree_set_flags(&t, id, rnd() % 2 ? FU_N_SUSPECT : 0,
+                                  rnd() % 2 ? FU_N_SUSPECT : 0);
+        }
+        check_invariants(&t);
+    }
+    fu_tree_free(&t);
+}
+
+static void test_many_entries_grow_and_shrink_the_index(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    char p[64];
+    for (int i = 0; i < 100000; i++) {
+        snprintf(p, sizeof(p), "/d%03d/f%06d", i % 250, i);
+        put(&t, p, false, (uint64_t)i, i);
+    }
+    assert_int_equal(fu_tree_count(&t), 1 + 250 + 100000);
+    for (int i = 0; i < 100000; i += 2) {
+        snprintf(p, sizeof(p), "/d%03d/f%06d", i % 250, i);
+        assert_int_equal(fu_tree_delete(&t, p, strlen(p)), 1);
+    }
+    for (int i = 0; i < 100000; i++) {
+        snprintf(p, sizeof(p), "/d%03d/f%06d", i % 250, i);
+        assert_true((look(&t, p) == FU_NID_NONE) == (i % 2 == 0));
+    }
+    assert_int_equal(agg_at(&t, "/")->files, 50000);
+    /* Freed records are reused. */
+    uint32_t before = t.nnodes;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(p, sizeof(p), "/new/f%d", i);
+        put(&t, p, false, 1, 1);
+    }
+    assert_int_equal(t.nnodes, before);
+    fu_tree_free(&t);
+}
+
+static void test_path_normalisation_rules(void **state)
+{
+    (void)state;
+    struct fu_buf b = FU_BUF_INIT;
+    const char *why = NULL;
+    static const struct {
+        const char *in, *out;
+    } ok[] = {{"", "/"},         {"/", "/"},         {"a/b", "/a/b"},     {"//a//b/", "/a/b"},
+              {"/./a/./", "/a"}, {"/a/.b", "/a/.b"}, {"/a/...", "/a/..."}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(fu_path_normalize(ok[i].in, strlen(ok[i].in), &b, &why), 0);
+        assert_string_equal(b.data, ok[i].out);
+    }
+    assert_int_equal(fu_path_normalize("/a/../b", 7, &b, &why), -EINVAL);
+    assert_non_null(strstr(why, ".."));
+    assert_int_equal(fu_path_normalize("/a\0b", 4, &b, &why), -EINVAL);
+    assert_non_null(strstr(why, "NUL"));
+    char *big = malloc(FU_NAME_MAX + 3);
+    big[0] = '/';
+    memset(big + 1, 'x', FU_NAME_MAX + 1);
+    assert_int_equal(fu_path_normalize(big, FU_NAME_MAX + 2, &b, &why), -EINVAL);
+    assert_int_equal(fu_path_normalize(big, FU_NAME_MAX + 1, &b, &why), 0);
+    free(big);
+    fu_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_upsert_creates_missing_parents_as_directories),
+        cmocka_unit_test(test_aggregates_count_the_whole_subtree),
+        cmocka_unit_test(test_newest_mtime_falls_back_when_the_newest_goes),
+        cmocka_unit_test(test_delete_directory_removes_subtree_and_updates_aggregates),
+        cmocka_unit_test(test_type_switch_replaces_the_entry),
+        cmocka_unit_test(test_children_are_listed_sorted_bytewise),
+        cmocka_unit_test(test_names_are_bytes_and_paths_rebuild_exactly),
+        cmocka_unit_test(test_paths_ten_thousand_levels_deep),
+        cmocka_unit_test(test_suspect_flags_are_counted_in_aggregates),
+        cmocka_unit_test(test_lineage_pairs_are_interned),
+        cmocka_unit_test(test_random_workload_keeps_aggregates_exact),
+        cmocka_unit_test(test_many_entries_grow_and_shrink_the_index),
+        cmocka_unit_test(test_path_normalisation_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

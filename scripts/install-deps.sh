@@ -8,6 +8,7 @@ PKGS=(
   clang libclang-rt-14-dev                       # libFuzzer harnesses (make fuzz)
   libfyaml-dev                                   # YAML config with file:line:col marks
   libxxhash-dev                                  # hashes for the view indexes
+  libmicrohttpd-dev                              # Fusion's HTTP listeners
   libcmocka-dev                                  # unit tests
   valgrind                                       # leak checks
 )

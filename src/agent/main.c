@@ -4,6 +4,6 @@
 
 int main(int argc, char **argv)
 {
-    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT};
+    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT, NULL, NULL};
     return fu_cli_main(&app, argc, argv);
 }

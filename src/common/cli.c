@@ -136,15 +136,35 @@ static int cmd_start(const struct fu_app *app, const char *home, const char *fil
 
 /* ------------------------------------------------------------ stop / reload */
 
-static bool wait_gone(const char *pidp, double seconds)
+/* Whether pid is gone: no such process, or a zombie waiting for its parent. */
+static bool process_gone(pid_t pid)
 {
-    pid_t pid;
-    for (double t = 0; t < seconds; t += 0.05) {
-        if (fu_pidfile_probe(pidp, &pid) != FU_PID_RUNNING)
-            return true;
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return true;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    struct fu_buf st = FU_BUF_INIT;
+    bool zombie = false;
+    if (fu_read_file(path, 4096, &st) == 0) {
+        const char *paren = strrchr(fu_buf_str(&st), ')');
+        zombie = paren && paren[1] == ' ' && paren[2] == 'Z';
     }
-    return fu_pidfile_probe(pidp, &pid) != FU_PID_RUNNING;
+    fu_buf_free(&st);
+    return zombie;
+}
+
+/* True once the lock is free and process `pid` is gone (it releases the lock a moment before
+ * it exits, and "stopped" should mean no process is left). */
+static bool wait_gone(const char *pidp, pid_t pid, double seconds)
+{
+    pid_t p;
+    for (double t = 0;; t += 0.02) {
+        if (fu_pidfile_probe(pidp, &p) != FU_PID_RUNNING && process_gone(pid))
+            return true;
+        if (t >= seconds)
+            return false;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
 }
 
 static int cmd_stop(const struct fu_app *app, const char *home, double timeout)
@@ -162,13 +182,13 @@ static int cmd_stop(const struct fu_app *app, const char *home, double timeout)
         fprintf(stderr, "%s: cannot signal pid %ld: %s\n", app->prog, (long)pid,
                 pid <= 0 ? "pidfile holds no pid" : strerror(errno));
         rc = 1;
-    } else if (wait_gone(pidp, timeout)) {
+    } else if (wait_gone(pidp, pid, timeout)) {
         printf("%s stopped (pid %ld)\n", app->prog, (long)pid);
     } else {
         fprintf(stderr, "%s: pid %ld did not stop within %.0f s; sending SIGKILL\n", app->prog,
                 (long)pid, timeout);
         kill(pid, SIGKILL);
-        if (wait_gone(pidp, 5)) {
+        if (wait_gone(pidp, pid, 5)) {
             unlink(pidp);
             printf("%s killed (pid %ld)\n", app->prog, (long)pid);
         } else {

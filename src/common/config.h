@@ -27,6 +27,8 @@ struct fu_cfg_vec {
     void *v; /* owned */
     size_t n;
 };
+/* Item i of a vector of `type`. */
+#define FU_CFG_AT(vec, type, i) (&((type *)(vec)->v)[i])
 
 /* A reference to an item of another section, kept with its location for error reports. */
 struct fu_cfg_ref {
@@ -95,6 +97,7 @@ struct fu_cfg_fusion {
     char *host;
     int64_t port;
     double session_cleanup_interval;
+    int64_t max_body_bytes; /* request body limit of every listener */
     struct fu_cfg_logging logging;
     struct fu_cfg_vec receivers; /* struct fu_cfg_receiver */
     struct fu_cfg_vec views;     /* struct fu_cfg_view */

@@ -118,6 +118,7 @@ static const struct fu_field fusion_block_fields[] = {
     {"port", FT_INT, FU(port), 0, RANGE(1, 65535), NULL, NULL, NULL},
     {"session_cleanup_interval", FT_FLOAT, FU(session_cleanup_interval), 0, RANGE(0.05, 3600), NULL,
      NULL, NULL},
+    {"max_body_bytes", FT_INT, FU(max_body_bytes), 0, RANGE(1024, 4294967296.0), NULL, NULL, NULL},
 };
 static const struct fu_schema fusion_block_schema = {"fusion", fusion_block_fields,
                                                      FU_COUNT(fusion_block_fields), 0, NULL};
@@ -129,6 +130,8 @@ static const struct fu_field fusion_root_fields[] = {
     {"port", FT_INT, ROOT(port), 0, RANGE(1, 65535), NULL, NULL, NULL},
     {"session_cleanup_interval", FT_FLOAT, ROOT(session_cleanup_interval), 0, RANGE(0.05, 3600),
      NULL, NULL, NULL},
+    {"max_body_bytes", FT_INT, ROOT(max_body_bytes), 0, RANGE(1024, 4294967296.0), NULL, NULL,
+     NULL},
     {"fusion", FT_OBJ, offsetof(struct fu_config, fusion), F_ALIAS, NORANGE, NULL,
      &fusion_block_schema, NULL},
     {"receivers", FT_SECTION, ROOT(receivers), 0, NORANGE, NULL, &receiver_schema, NULL},
@@ -141,6 +144,7 @@ static void fusion_defaults(void *p)
     c->fusion.host = strdup("0.0.0.0");
     c->fusion.port = 8101;
     c->fusion.session_cleanup_interval = 5;
+    c->fusion.max_body_bytes = 64 << 20;
     c->fusion.logging.level = strdup("INFO");
     c->fusion.logging.format = strdup("text");
 }

@@ -61,8 +61,6 @@ extern const struct fu_schema fu_agent_schema;
 void fu_fusion_check(const struct fu_config *cfg, struct fu_diags *d);
 void fu_agent_check(const struct fu_config *cfg, struct fu_diags *d);
 
-#define FU_CFG_AT(vec, type, i) (&((type *)(vec)->v)[i])
-
 #define FU_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

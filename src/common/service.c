@@ -201,6 +201,9 @@ int fu_service_reload(struct fu_service *svc)
         strv_json(&w, &diff.changed);
         if (diff.logging_changed)
             setup_logging(svc, &next);
+        if (svc->rt && (diff.added.n || diff.removed.n || diff.changed.n))
+            fu_warn("reload: pipe changes take effect at the next restart (hot reload of "
+                    "running pipes is not implemented yet)");
         fu_config_diff_free(&diff);
         fu_config_free(&svc->cfg);
         svc->cfg = next;
@@ -248,6 +251,19 @@ int fu_service_run(struct fu_service *svc)
         service_free(svc);
         return 1;
     }
+    if (svc->app->start) {
+        char err[512] = "";
+        rc = svc->app->start(&svc->rt, &svc->cfg, err, sizeof(err));
+        if (rc < 0) {
+            fu_error("cannot start: %s", err);
+            char m[700];
+            snprintf(m, sizeof(m), "error: cannot start: %s\n", err);
+            fu_daemon_report(&svc->report_fd, false, m);
+            service_free(svc);
+            fu_log_close();
+            return 1;
+        }
+    }
     write_status(svc);
     fu_info("%s %s started (pid %ld), config %s, activated %s", svc->app->prog, FU_VERSION,
             (long)getpid(), svc->cfg.dir,
@@ -289,6 +305,9 @@ int fu_service_run(struct fu_service *svc)
         if (sig & FU_SIG_HUP)
             fu_service_reload(svc);
     }
+    if (svc->app->stop && svc->rt)
+        svc->app->stop(svc->rt);
+    svc->rt = NULL;
     fu_info("%s stopped", svc->app->prog);
     service_free(svc);
     fu_log_close();

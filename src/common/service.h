@@ -13,6 +13,11 @@
 struct fu_app {
     const char *prog; /* "fustor-fusion" */
     enum fu_cfg_kind kind;
+    /* The process's runtime (listeners, pipes), started once the log is open and stopped
+     * at exit. NULL for none. start returns 0 or -errno with a message in err. The runtime
+     * copies what it needs: the config it gets is replaced on reload. */
+    int (*start)(void **rt, const struct fu_config *cfg, char *err, size_t errlen);
+    void (*stop)(void *rt);
 };
 
 struct fu_service {
@@ -28,6 +33,7 @@ struct fu_service {
     unsigned reload_seq;
     struct fu_buf last_reload; /* JSON object of the last reload's outcome, or empty */
     struct fu_diags startup;   /* config warnings from start-up, logged once the log is open */
+    void *rt;                  /* the app's runtime, NULL when it has none */
 };
 
 /* $FUSTOR_HOME/<sub>/<proc><suffix>, e.g. run/fusion.status.json (caller frees). */

@@ -1,8 +1,10 @@
 """Shared helpers for Fustor's end-to-end tests: real binaries, a temp FUSTOR_HOME each,
 polling with deadlines instead of blind sleeps. Python 3 standard library only."""
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +20,18 @@ def binary(name):
     if not os.access(path, os.X_OK):
         raise RuntimeError(f"{path} is not built; run `make` first")
     return path
+
+
+def free_port():
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_free_ports(text):
+    """Replaces every `port: N` in a YAML text with a free port, so tests never collide."""
+    return re.sub(r"(\bport:\s*)(\d+)", lambda m: m.group(1) + str(free_port()), text)
 
 
 def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
@@ -56,16 +70,22 @@ class Home:
         self.env = dict(os.environ, FUSTOR_HOME=self.dir)
         for k in ("FUSTOR_LOG_LEVEL", "FUSTOR_FUSION_PORT"):
             self.env.pop(k, None)
+        if prog == "fusion":
+            self.api_port = free_port()
+            self.env["FUSTOR_FUSION_PORT"] = str(self.api_port)
         self.exe = binary(f"fustor-{prog}")
 
     def put(self, name, text):
         path = os.path.join(self.config_dir, name)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
 
     def copy_fixture(self, rel, name="default.yaml"):
-        shutil.copy(os.path.join(FIXTURES, rel), os.path.join(self.config_dir, name))
+        """Copies a fixture config, giving each listener a free port."""
+        with open(os.path.join(FIXTURES, rel), encoding="utf-8") as f:
+            text = f.read()
+        self.put(name, with_free_ports(text))
 
     def run(self, *args, timeout=30):
         return subprocess.run([self.exe, *args], env=self.env, capture_output=True, text=True,

@@ -1,0 +1,767 @@
+/* The receiver protocol under /api/v1/pipe/ (Fustor v1 §2): sessions, heartbeats, event
+ * batches and the consistency endpoints. Unlike v1, every endpoint checks the API key, and a
+ * session can only be used with a key of its own pipe (403). Unknown or expired sessions get
+ * 419 on heartbeats and on pushes alike (v1 answers 404 on pushes, delaying recovery). */
+#include "fusion/fusion.h"
+
+#include "common/json.h"
+#include "common/log.h"
+#include "common/paths.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PREFIX "/api/v1/pipe/"
+
+static bool tok_is(const struct fu_jr *r, const char *s)
+{
+    return r->str_len == strlen(s) && !memcmp(r->str, s, r->str_len);
+}
+
+static char *tok_dup(const struct fu_jr *r)
+{
+    char *s = malloc(r->str_len + 1);
+    if (s) {
+        memcpy(s, r->str, r->str_len);
+        s[r->str_len] = '\0';
+    }
+    return s;
+}
+
+/* Skips the value just started by token t. */
+static void skip_value(struct fu_jr *r, enum fu_json_tok t)
+{
+    if (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN)
+        fu_jr_skip(r);
+}
+
+/* Inside an object just opened: keeps the string value of member `key` in *out (replacing
+ * it) and skips every other member. Errors stay in the reader for the caller to see. */
+static void pick_string(struct fu_jr *r, const char *key, char **out)
+{
+    enum fu_json_tok t;
+    while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
+        bool want = tok_is(r, key);
+        t = fu_jr_next(r);
+        if (want && t == FU_JSON_STRING && !memchr(r->str, '\0', r->str_len)) {
+            free(*out);
+            *out = tok_dup(r);
+        } else {
+            skip_value(r, t);
+        }
+    }
+}
+
+static bool bad_json(struct fu_http_resp *resp, const struct fu_jr *r)
+{
+    fu_http_error(resp, 400, "malformed JSON body: %s at byte %zu", r->err_msg ? r->err_msg : "?",
+                  r->err_off);
+    return false;
+}
+
+static void new_session_id(char out[40])
+{
+    unsigned char b[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
+    if (f)
+        fclose(f);
+    for (size_t i = got; i < sizeof(b); i++)
+        b[i] = (unsigned char)rand();
+    b[6] = (b[6] & 0x0F) | 0x40; /* a version 4 UUID, as v1 hands out */
+    b[8] = (b[8] & 0x3F) | 0x80;
+    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+static const char *role_of(const struct fu_session *s)
+{
+    return fu_session_leads(s) ? "leader" : "follower";
+}
+
+/* ------------------------------------------------------------ session create / discover */
+
+static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
+                           struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    char *task_id = NULL, *source_uri = NULL;
+    double timeout = 0;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
+    enum fu_json_tok t = fu_jr_next(&r);
+    bool ok = true;
+    if (t != FU_JSON_OBJ_BEGIN) {
+        ok = t == FU_JSON_ERROR ? bad_json(resp, &r) : false;
+        if (t != FU_JSON_ERROR)
+            fu_http_error(resp, 400, "expected a JSON object with task_id");
+    }
+    while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool k_task = tok_is(&r, "task_id"), k_to = tok_is(&r, "session_timeout_seconds");
+        bool k_ci = tok_is(&r, "client_info");
+        t = fu_jr_next(&r);
+        if (k_task) {
+            if (t != FU_JSON_STRING || !r.str_len || r.str_len > 256 ||
+                memchr(r.str, '\0', r.str_len)) {
+                fu_http_error(resp, 400, "task_id must be a non-empty string");
+                ok = false;
+            } else {
+                free(task_id);
+                task_id = tok_dup(&r);
+            }
+        } else if (k_to) {
+            if (t == FU_JSON_INT || t == FU_JSON_DOUBLE) {
+                timeout = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+                if (!(timeout >= 0.1 && timeout <= 1e9)) {
+                    fu_http_error(resp, 400, "session_timeout_seconds must be 0.1 to 1e9");
+                    ok = false;
+                }
+            } else if (t != FU_JSON_NULL) {
+                fu_http_error(resp, 400, "session_timeout_seconds must be a number or null");
+                ok = false;
+            }
+        } else if (k_ci && t == FU_JSON_OBJ_BEGIN) {
+            pick_string(&r, "source_uri", &source_uri);
+        } else {
+            skip_value(&r, t);
+        }
+    }
+    if (ok && t == FU_JSON_ERROR)
+        ok = bad_json(resp, &r);
+    if (ok && !task_id) {
+        fu_http_error(resp, 400, "task_id is required");
+        ok = false;
+    }
+    fu_jr_free(&r);
+    if (!ok) {
+        free(task_id);
+        free(source_uri);
+        return;
+    }
+
+    struct fu_pipe_rt *p = k->pipe;
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; ok && i < f->nsessions; i++) {
+        struct fu_session *o = f->sessions[i];
+        if (o->pipe != p)
+            continue;
+        if (!strcmp(o->task_id, task_id)) {
+            fu_http_error(resp, 409, "Task %s already active on pipe %s (session %s)", task_id,
+                          p->id, o->id);
+            ok = false;
+        } else if (!p->allow_concurrent_push) {
+            fu_http_error(resp, 409,
+                          "View %s is currently locked by another session (pipe %s does not "
+                          "allow concurrent push)",
+                          p->nviews ? p->views[0]->id : p->id, p->id);
+            ok = false;
+        }
+    }
+    struct fu_session *s = ok ? calloc(1, sizeof(*s)) : NULL;
+    if (ok && !s)
+        fu_http_error(resp, 503, "out of memory");
+    if (s) {
+        new_session_id(s->id);
+        s->task_id = task_id;
+        task_id = NULL;
+        const char *colon = strchr(s->task_id, ':');
+        s->agent_id =
+            colon ? strndup(s->task_id, (size_t)(colon - s->task_id)) : strdup(s->task_id);
+        s->source_uri = source_uri;
+        source_uri = NULL;
+        s->client_ip = strdup(req->client_ip);
+        s->pipe = p;
+        s->created_at = req->recv_time;
+        s->last_activity = fu_mono_now();
+        s->timeout = timeout > 0 ? timeout : p->session_timeout;
+        s->can_realtime = true;
+        if (fu_session_add_locked(f, s) < 0) {
+            fu_http_error(resp, 503, "out of memory");
+            free(s->task_id);
+            free(s->agent_id);
+            free(s->source_uri);
+            free(s->client_ip);
+            free(s);
+            s = NULL;
+        }
+    }
+    if (s) {
+        struct fu_jw w;
+        fu_jw_init(&w, &resp->body);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "session_id");
+        fu_jw_cstr(&w, s->id);
+        fu_jw_ckey(&w, "role");
+        fu_jw_cstr(&w, role_of(s));
+        fu_jw_ckey(&w, "is_leader");
+        fu_jw_bool(&w, fu_session_leads(s));
+        fu_jw_ckey(&w, "epoch");
+        fu_jw_uint(&w, p->epoch);
+        fu_jw_ckey(&w, "session_timeout_seconds");
+        fu_jw_double(&w, s->timeout);
+        fu_jw_ckey(&w, "audit_interval_sec");
+        fu_jw_double(&w, p->audit_interval);
+        fu_jw_ckey(&w, "sentinel_interval_sec");
+        fu_jw_double(&w, p->sentinel_interval);
+        fu_jw_ckey(&w, "message");
+        fu_jw_cstr(&w, "Session created successfully");
+        fu_jw_obj_end(&w);
+        fu_info("pipe %s: session %s created for %s from %s (%s)", p->id, s->id, s->task_id,
+                s->client_ip, role_of(s));
+    }
+    pthread_mutex_unlock(&f->mu);
+    free(task_id);
+    free(source_uri);
+}
+
+/* ------------------------------------------------------------ heartbeat / close */
+
+/* Called with f->mu held (heartbeat bodies are small). */
+static void heartbeat(struct fu_session *s, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    int can_rt = -1;
+    char *status = NULL;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
+    enum fu_json_tok t = req->body.len ? fu_jr_next(&r) : FU_JSON_EOF;
+    if (t == FU_JSON_OBJ_BEGIN) {
+        while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
+            bool k_rt = tok_is(&r, "can_realtime"), k_st = tok_is(&r, "agent_status");
+            size_t start = r.pos;
+            t = fu_jr_next(&r);
+            if (k_rt && (t == FU_JSON_TRUE || t == FU_JSON_FALSE))
+                can_rt = t == FU_JSON_TRUE;
+            skip_value(&r, t);
+            if (k_st && t == FU_JSON_OBJ_BEGIN && !r.err_msg) {
+                while (start < r.pos && strchr(" \t\r\n:", r.buf[start]))
+                    start++;
+                free(status);
+                status = strndup(r.buf + start, r.pos - start);
+            }
+        }
+    }
+    if (t == FU_JSON_ERROR) {
+        bad_json(resp, &r);
+        fu_jr_free(&r);
+        free(status);
+        return;
+    }
+    fu_jr_free(&r);
+    s->last_activity = fu_mono_now();
+    if (can_rt >= 0)
+        s->can_realtime = can_rt;
+    if (status) {
+        free(s->agent_status);
+        s->agent_status = status;
+    }
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "status");
+    fu_jw_cstr(&w, "ok");
+    fu_jw_ckey(&w, "role");
+    fu_jw_cstr(&w, role_of(s));
+    fu_jw_ckey(&w, "epoch");
+    fu_jw_uint(&w, s->pipe->epoch);
+    fu_jw_ckey(&w, "message");
+    fu_jw_null(&w);
+    fu_jw_ckey(&w, "can_realtime");
+    fu_jw_null(&w);
+    fu_jw_ckey(&w, "commands");
+    fu_jw_arr_begin(&w);
+    for (size_t i = 0; i < s->commands.n; i++) /* delivered exactly once */
+        fu_jw_raw(&w, s->commands.v[i], strlen(s->commands.v[i]));
+    fu_jw_arr_end(&w);
+    fu_jw_obj_end(&w);
+    fu_strv_free(&s->commands);
+}
+
+/* ------------------------------------------------------------ ingest */
+
+struct batch {
+    struct fu_row *rows;
+    size_t n, cap;
+    struct fu_buf paths;
+    size_t skipped;
+    bool has_scan_rows; /* snapshot or audit rows: leader only */
+    bool audit_rows;
+};
+
+static int src_of(const struct fu_jr *r)
+{
+    static const char *const names[] = {"realtime", "snapshot", "audit", "on_demand_job"};
+    for (int i = 0; i < 4; i++)
+        if (r->str_len == strlen(names[i]) && !strncasecmp(r->str, names[i], r->str_len))
+            return i;
+    return -1;
+}
+
+static bool num_of(const struct fu_jr *r, enum fu_json_tok t, double *out)
+{
+    if (t == FU_JSON_INT)
+        *out = (double)r->i64;
+    else if (t == FU_JSON_DOUBLE)
+        *out = r->dbl;
+    else
+        return false;
+    return *out == *out; /* not NaN */
+}
+
+/* Parses one row object (after its OBJ_BEGIN). Returns false if the row is unusable; the
+ * reader is positioned after the row either way, unless the JSON itself is broken. */
+static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
+{
+    bool have_path = false, have_size = false, have_mtime = false, have_dir = false, ok = true;
+    enum fu_json_tok t;
+    memset(row, 0, sizeof(*row));
+    row->atomic = true;
+    while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
+        int key = tok_is(r, "path") || tok_is(r, "file_path")        ? 1
+                  : tok_is(r, "size")                                ? 2
+                  : tok_is(r, "modified_time")                       ? 3
+                  : tok_is(r, "created_time")                        ? 4
+                  : tok_is(r, "is_directory") || tok_is(r, "is_dir") ? 5
+                  : tok_is(r, "is_atomic_write")                     ? 6
+                  : tok_is(r, "audit_skipped")                       ? 7
+                  : tok_is(r, "parent_mtime")                        ? 8
+                                                                     : 0;
+        t = fu_jr_next(r);
+        double d;
+        switch (key) {
+        case 1: {
+            if (t != FU_JSON_STRING || have_path) {
+                ok = ok && t == FU_JSON_STRING; /* path and file_path: the first wins */
+                break;
+            }
+            struct fu_buf norm = FU_BUF_INIT;
+            const char *why;
+            if (fu_path_normalize(r->str, r->str_len, &norm, &why) < 0) {
+                ok = false;
+            } else {
+                row->path_off = b->paths.len;
+                row->path_len = norm.len;
+                fu_buf_append(&b->paths, norm.data, norm.len);
+                fu_buf_putc(&b->paths, '\0');
+                have_path = true;
+            }
+            fu_buf_free(&norm);
+            break;
+        }
+        case 2:
+            if (t == FU_JSON_INT && r->i64 >= 0) {
+                row->size = (uint64_t)r->i64;
+                have_size = true;
+            } else if (t == FU_JSON_DOUBLE && r->dbl >= 0 && r->dbl < 1.8e19 &&
+                       r->dbl == (double)(uint64_t)r->dbl) {
+                row->size = (uint64_t)r->dbl;
+                have_size = true;
+            } else {
+                ok = false;
+            }
+            break;
+        case 3:
+            ok = ok && num_of(r, t, &row->mtime);
+            have_mtime = true;
+            break;
+        case 4:
+            if (t != FU_JSON_NULL)
+                ok = ok && num_of(r, t, &row->ctime);
+            break;
+        case 5:
+            ok = ok && (t == FU_JSON_TRUE || t == FU_JSON_FALSE);
+            row->is_dir = t == FU_JSON_TRUE;
+            have_dir = true;
+            break;
+        case 6:
+            if (t == FU_JSON_TRUE || t == FU_JSON_FALSE)
+                row->atomic = t == FU_JSON_TRUE;
+            else if (t != FU_JSON_NULL)
+                ok = false;
+            break;
+        case 7:
+            row->audit_skipped = t == FU_JSON_TRUE;
+            break;
+        case 8:
+            if (num_of(r, t, &d))
+                row->parent_mtime = d;
+            break;
+        default:
+            skip_value(r, t);
+        }
+        if (t == FU_JSON_ERROR)
+            return false;
+    }
+    if (!have_path)
+        return false;
+    /* Deletes need only the path; upserts need the v1 required fields. */
+    row->op = (have_size && have_mtime && have_dir) ? FU_ROW_UPSERT : FU_ROW_DELETE;
+    return ok;
+}
+
+/* Parses "events": [...]. Rows are appended to b with their event's op and source. */
+static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *resp)
+{
+    enum fu_json_tok t;
+    while ((t = fu_jr_next(r)) != FU_JSON_ARR_END) {
+        if (t == FU_JSON_ERROR)
+            return bad_json(resp, r);
+        if (t != FU_JSON_OBJ_BEGIN) { /* not an event: skip it, count nothing */
+            skip_value(r, t);
+            continue;
+        }
+        size_t first = b->n;
+        int op = -2, src = FU_SRC_REALTIME; /* -2: event_type missing */
+        while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
+            bool k_type = tok_is(r, "event_type"), k_src = tok_is(r, "message_source");
+            bool k_rows = tok_is(r, "rows");
+            t = fu_jr_next(r);
+            if (k_type) {
+                op = t != FU_JSON_STRING                                    ? -1
+                     : r->str_len == 6 && !strncasecmp(r->str, "delete", 6) ? FU_ROW_DELETE
+                     : (r->str_len == 6 && !strncasecmp(r->str, "insert", 6)) ||
+                             (r->str_len == 6 && !strncasecmp(r->str, "update", 6))
+                         ? FU_ROW_UPSERT
+                         : -1;
+            } else if (k_src) {
+                src = t == FU_JSON_STRING ? src_of(r) : t == FU_JSON_NULL ? FU_SRC_REALTIME : -1;
+            } else if (k_rows && t == FU_JSON_ARR_BEGIN) {
+                while ((t = fu_jr_next(r)) != FU_JSON_ARR_END) {
+                    if (t == FU_JSON_ERROR)
+                        return bad_json(resp, r);
+                    if (t != FU_JSON_OBJ_BEGIN) {
+                        skip_value(r, t);
+                        b->skipped++;
+                        continue;
+                    }
+                    if (b->n == b->cap) {
+                        size_t cap = b->cap ? b->cap * 2 : 256;
+                        struct fu_row *v = realloc(b->rows, cap * sizeof(*v));
+                        if (!v) {
+                            fu_http_error(resp, 503, "out of memory");
+                            return false;
+                        }
+                        b->rows = v;
+                        b->cap = cap;
+                    }
+                    if (parse_row(r, b, &b->rows[b->n]))
+                        b->n++;
+                    else if (r->err_msg)
+                        return bad_json(resp, r);
+                    else
+                        b->skipped++;
+                }
+            } else {
+                skip_value(r, t);
+            }
+            if (t == FU_JSON_ERROR)
+                return bad_json(resp, r);
+        }
+        if (t == FU_JSON_ERROR)
+            return bad_json(resp, r);
+        if (op < 0 || src < 0) { /* unknown or missing event_type / message_source */
+            b->skipped += b->n - first;
+            b->n = first;
+            continue;
+        }
+        for (size_t i = first; i < b->n; i++) {
+            struct fu_row *row = &b->rows[i];
+            if (op == FU_ROW_UPSERT && row->op != FU_ROW_UPSERT) { /* fields missing */
+                b->skipped++;
+                row->op = 0xFF;
+                continue;
+            }
+            row->op = (uint8_t)op;
+            row->src = (uint8_t)src;
+        }
+        size_t w = first; /* drop the rows marked unusable above */
+        for (size_t i = first; i < b->n; i++)
+            if (b->rows[i].op != 0xFF)
+                b->rows[w++] = b->rows[i];
+        b->n = w;
+        if (src == FU_SRC_SNAPSHOT || src == FU_SRC_AUDIT)
+            b->has_scan_rows |= b->n > first;
+        b->audit_rows |= src == FU_SRC_AUDIT && b->n > first;
+    }
+    return true;
+}
+
+static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char *sid,
+                   struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    struct batch b = {0};
+    char *source_type = NULL, *config_yaml = NULL;
+    bool is_end = false, ok = true;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
+    enum fu_json_tok t = fu_jr_next(&r);
+    if (t != FU_JSON_OBJ_BEGIN) {
+        if (t == FU_JSON_ERROR)
+            bad_json(resp, &r);
+        else
+            fu_http_error(resp, 400, "expected a JSON object (an event batch)");
+        ok = false;
+    }
+    while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool k_st = tok_is(&r, "source_type"), k_end = tok_is(&r, "is_end");
+        bool k_ev = tok_is(&r, "events"), k_md = tok_is(&r, "metadata");
+        t = fu_jr_next(&r);
+        if (k_st && t == FU_JSON_STRING) {
+            free(source_type);
+            source_type = tok_dup(&r);
+        } else if (k_end) {
+            is_end = t == FU_JSON_TRUE;
+        } else if (k_ev && t == FU_JSON_ARR_BEGIN) {
+            ok = parse_events(&r, &b, resp);
+        } else if (k_ev && t != FU_JSON_NULL) {
+            fu_http_error(resp, 400, "events must be a list");
+            ok = false;
+        } else if (k_md && t == FU_JSON_OBJ_BEGIN) {
+            pick_string(&r, "config_yaml", &config_yaml);
+        } else {
+            skip_value(&r, t);
+        }
+    }
+    if (ok && t == FU_JSON_ERROR)
+        ok = bad_json(resp, &r);
+    fu_jr_free(&r);
+    static const char *const known[] = {
+        "message",      "realtime",      "snapshot",      "audit",         "on_demand_job",
+        "job_complete", "config_report", "scan_complete", "find_complete", "on_demand_jon"};
+    bool known_type = !source_type;
+    for (size_t i = 0; source_type && i < sizeof(known) / sizeof(known[0]); i++)
+        known_type |= !strcmp(source_type, known[i]);
+    if (ok && !known_type) {
+        fu_http_error(resp, 400, "unknown source_type '%s'", source_type);
+        ok = false;
+    }
+    if (b.paths.oom) {
+        fu_http_error(resp, 503, "out of memory");
+        ok = false;
+    }
+
+    struct fu_pipe_rt *p = k->pipe;
+    char agent[256] = "", uri[1024] = "";
+    uint64_t epoch = 0;
+    bool leads = false;
+    if (ok) {
+        pthread_mutex_lock(&f->mu);
+        struct fu_session *s = fu_session_find_locked(f, sid);
+        if (!s) {
+            fu_http_error(resp, 419, "Session %s not found or obsoleted; create a new session",
+                          sid);
+            ok = false;
+        } else if (s->pipe != p) {
+            fu_http_error(resp, 403, "session %s belongs to another pipe", sid);
+            ok = false;
+        } else {
+            leads = fu_session_leads(s);
+            epoch = p->epoch;
+            bool scan_batch =
+                source_type && (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
+            if (!leads && (b.has_scan_rows || (scan_batch && is_end))) {
+                fu_http_error(resp, 409,
+                              "session %s is not the leader of pipe %s (epoch %llu): snapshot "
+                              "and audit batches come from the leader only",
+                              sid, p->id, (unsigned long long)epoch);
+                ok = false;
+            } else {
+                snprintf(agent, sizeof(agent), "%s", s->agent_id);
+                snprintf(uri, sizeof(uri), "%s", s->source_uri ? s->source_uri : "");
+                p->events_received += b.n;
+                p->rows_skipped += b.skipped;
+                if (config_yaml) {
+                    free(s->reported_config);
+                    s->reported_config = config_yaml;
+                    config_yaml = NULL;
+                }
+            }
+        }
+        pthread_mutex_unlock(&f->mu);
+    }
+    if (ok) {
+        for (size_t i = 0; i < p->nviews; i++) {
+            struct fu_view *v = p->views[i];
+            if (b.audit_rows && !v->is_auditing) {
+                pthread_rwlock_wrlock(&v->lock);
+                v->is_auditing = true;
+                v->last_audit_start = req->recv_time;
+                pthread_rwlock_unlock(&v->lock);
+            }
+            if (b.n)
+                fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time, agent, uri);
+            if (is_end && source_type && !strcmp(source_type, "audit")) {
+                pthread_rwlock_wrlock(&v->lock);
+                v->is_auditing = false;
+                v->last_audit_finished_at = req->recv_time;
+                v->audit_cycle_count++;
+                pthread_rwlock_unlock(&v->lock);
+            }
+        }
+        if (is_end && source_type && !strcmp(source_type, "snapshot")) {
+            pthread_mutex_lock(&f->mu);
+            struct fu_session *s = fu_session_find_locked(f, sid);
+            if (s && fu_session_leads(s) && p->epoch == epoch) {
+                p->snapshot_complete = true;
+                p->ever_synced = true;
+                fu_info("pipe %s: snapshot complete (session %s, epoch %llu)", p->id, sid,
+                        (unsigned long long)epoch);
+            }
+            pthread_mutex_unlock(&f->mu);
+        }
+        struct fu_jw w;
+        fu_jw_init(&w, &resp->body);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "status");
+        fu_jw_cstr(&w, "ok");
+        if (source_type && !strcmp(source_type, "job_complete")) {
+            fu_jw_ckey(&w, "phase");
+            fu_jw_cstr(&w, "job_complete");
+        }
+        fu_jw_ckey(&w, "count");
+        fu_jw_uint(&w, b.n);
+        fu_jw_ckey(&w, "skipped");
+        fu_jw_uint(&w, b.skipped);
+        fu_jw_ckey(&w, "role");
+        fu_jw_cstr(&w, leads ? "leader" : "follower");
+        fu_jw_ckey(&w, "epoch");
+        fu_jw_uint(&w, epoch);
+        fu_jw_obj_end(&w);
+    }
+    free(b.rows);
+    fu_buf_free(&b.paths);
+    free(source_type);
+    free(config_yaml);
+}
+
+/* ------------------------------------------------------------ consistency */
+
+static void consistency(struct fu_fusion *f, const struct fu_push_key *k, const char *what,
+                        struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    struct fu_pipe_rt *p = k->pipe;
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    (void)f;
+    if (!strcmp(what, "audit/start") && !strcmp(req->method, "POST")) {
+        for (size_t i = 0; i < p->nviews; i++) {
+            pthread_rwlock_wrlock(&p->views[i]->lock);
+            p->views[i]->is_auditing = true;
+            p->views[i]->last_audit_start = req->recv_time;
+            pthread_rwlock_unlock(&p->views[i]->lock);
+        }
+        fu_buf_printf(&resp->body, "{\"status\":\"audit_started\",\"drivers_handled\":%zu}",
+                      p->nviews);
+    } else if (!strcmp(what, "audit/end") && !strcmp(req->method, "POST")) {
+        size_t handled = 0;
+        for (size_t i = 0; i < p->nviews; i++) {
+            struct fu_view *v = p->views[i];
+            pthread_rwlock_wrlock(&v->lock);
+            if (v->is_auditing) { /* idempotent, as in v1 */
+                v->is_auditing = false;
+                v->last_audit_finished_at = req->recv_time;
+                v->audit_cycle_count++;
+                handled++;
+            }
+            pthread_rwlock_unlock(&v->lock);
+        }
+        fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}", handled);
+    } else if (!strcmp(what, "sentinel/tasks") && !strcmp(req->method, "GET")) {
+        /* The union of the suspect files of the pipe's views. */
+        struct fu_buf paths = FU_BUF_INIT, path = FU_BUF_INIT;
+        struct fu_jw pw;
+        fu_jw_init(&pw, &paths);
+        size_t count = 0;
+        for (size_t i = 0; i < p->nviews; i++) {
+            struct fu_view *v = p->views[i];
+            pthread_rwlock_rdlock(&v->lock);
+            if (fu_tree_agg(&v->tree, FU_NID_ROOT)->suspects) {
+                for (fu_nid id = 0; id < v->tree.nnodes; id++) {
+                    const struct fu_node *n = fu_tree_node(&v->tree, id);
+                    if ((n->flags & FU_N_FREE) || !(n->flags & FU_N_SUSPECT))
+                        continue;
+                    fu_tree_path(&v->tree, id, &path);
+                    fu_jw_str(&pw, path.data, path.len);
+                    count++;
+                }
+            }
+            pthread_rwlock_unlock(&v->lock);
+        }
+        if (count) {
+            fu_buf_puts(&resp->body, "{\"type\":\"suspect_check\",\"paths\":[");
+            fu_buf_append(&resp->body, paths.data, paths.len);
+            fu_buf_puts(&resp->body, "],\"view_id\":");
+            fu_json_escape(&resp->body, p->views[0]->id, strlen(p->views[0]->id));
+            fu_buf_putc(&resp->body, '}');
+        } else {
+            fu_buf_puts(&resp->body, "{}");
+        }
+        fu_buf_free(&paths);
+        fu_buf_free(&path);
+    } else {
+        fu_http_error(resp, 404, "Not Found");
+    }
+}
+
+/* ------------------------------------------------------------ routing */
+
+void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    struct fu_fusion *f = l->f;
+    const char *key = fu_http_header(req, "X-API-Key");
+    if (!key || !*key) {
+        fu_http_error(resp, 401, "X-API-Key header is missing");
+        return;
+    }
+    const struct fu_push_key *k = fu_fusion_push_key(f, l, key);
+    if (!k) {
+        fu_http_error(resp, 401, "Invalid or inactive X-API-Key");
+        return;
+    }
+    const char *rest = strlen(req->path) >= strlen(PREFIX) ? req->path + strlen(PREFIX) : "";
+    const char *m = req->method;
+    char sid[64];
+    int n = 0;
+    if ((!strcmp(rest, "session/") || !strcmp(rest, "session")) && !strcmp(m, "POST")) {
+        session_create(f, k, req, resp);
+    } else if ((!strcmp(rest, "session/") || !strcmp(rest, "session")) && !strcmp(m, "GET")) {
+        fu_buf_puts(&resp->body, "{\"view_id\":");
+        const char *vid = k->pipe->nviews ? k->pipe->views[0]->id : k->pipe->id;
+        fu_json_escape(&resp->body, vid, strlen(vid));
+        fu_buf_puts(&resp->body, ",\"pipe_id\":");
+        fu_json_escape(&resp->body, k->pipe->id, strlen(k->pipe->id));
+        fu_buf_puts(&resp->body, ",\"status\":\"authorized\"}");
+    } else if (!strncmp(rest, "consistency/", 12)) {
+        consistency(f, k, rest + 12, req, resp);
+    } else if (sscanf(rest, "ingest/%63[^/]/events%n", sid, &n) == 1 && rest[n] == '\0') {
+        if (strcmp(m, "POST"))
+            fu_http_error(resp, 405, "use POST");
+        else
+            ingest(f, k, sid, req, resp);
+    } else if (sscanf(rest, "session/%63[^/]%n", sid, &n) == 1 &&
+               (rest[n] == '\0' || !strcmp(rest + n, "/heartbeat") || !strcmp(rest + n, "/"))) {
+        bool hb = !strcmp(rest + n, "/heartbeat");
+        if ((hb && strcmp(m, "POST")) || (!hb && strcmp(m, "DELETE"))) {
+            fu_http_error(resp, 405, hb ? "use POST" : "use DELETE");
+            return;
+        }
+        pthread_mutex_lock(&f->mu);
+        struct fu_session *s = fu_session_find_locked(f, sid);
+        if (!s)
+            fu_http_error(resp, 419, "Session %s not found or obsoleted; create a new session",
+                          sid);
+        else if (s->pipe != k->pipe)
+            fu_http_error(resp, 403, "session %s belongs to another pipe", sid);
+        else if (hb)
+            heartbeat(s, req, resp);
+        else {
+            fu_info("pipe %s: session %s (%s) closed by the agent", s->pipe->id, s->id, s->task_id);
+            fu_buf_printf(&resp->body, "{\"status\":\"terminated\",\"session_id\":\"%s\"}", s->id);
+            fu_session_close_locked(f, s);
+        }
+        pthread_mutex_unlock(&f->mu);
+    } else {
+        fu_http_error(resp, 404, "Not Found");
+    }
+}

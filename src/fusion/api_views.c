@@ -1,0 +1,321 @@
+/* The view API under /api/v1/views/{view}/ (Fustor v1 §4): tree (nested or paginated),
+ * stats, search and sessions. A key reads a view only if it is one of the view's read keys or
+ * a push key of a pipe that feeds it (403 otherwise; v1 let any key read any view). */
+#include "fusion/fusion.h"
+
+#include "common/json.h"
+#include "common/paths.h"
+#include "fusion/view_fs/query.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PREFIX "/api/v1/views/"
+
+static bool feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
+{
+    for (size_t i = 0; i < p->nviews; i++)
+        if (p->views[i] == v)
+            return true;
+    return false;
+}
+
+/* 0 when `key` may read `v`, else the HTTP status to answer. */
+static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *key,
+                     struct fu_http_resp *resp)
+{
+    if (!key || !*key) {
+        fu_http_error(resp, 401, "X-API-Key header is missing");
+        return 401;
+    }
+    bool known = false, allowed = false;
+    for (size_t i = 0; i < f->nviews; i++)
+        for (size_t k = 0; k < f->views[i].read_keys.n; k++)
+            if (fu_key_equal(key, f->views[i].read_keys.v[k])) {
+                known = true;
+                allowed |= &f->views[i] == v;
+            }
+    for (size_t i = 0; i < f->nkeys; i++)
+        if (fu_key_equal(key, f->keys[i].key)) {
+            known = true;
+            allowed |= feeds(f->keys[i].pipe, v);
+        }
+    if (allowed)
+        return 0;
+    if (known) {
+        fu_http_error(resp, 403, "API Key not authorized for this view");
+        return 403;
+    }
+    fu_http_error(resp, 401, "Invalid or inactive X-API-Key");
+    return 401;
+}
+
+/* Readiness as in v1, except that a view holding data keeps serving while a new leader
+ * resyncs. Returns true when the view may answer; *resyncing tells stats. */
+static bool ready(struct fu_fusion *f, struct fu_view *v, bool *resyncing,
+                  struct fu_http_resp *resp)
+{
+    bool leader = false, synced = true;
+    *resyncing = false;
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->npipes; i++) {
+        struct fu_pipe_rt *p = &f->pipes[i];
+        if (!feeds(p, v))
+            continue;
+        if (p->leader[0]) {
+            leader = true;
+            if (!p->snapshot_complete) {
+                synced = false;
+                *resyncing = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    pthread_rwlock_rdlock(&v->lock);
+    bool has_data = fu_tree_count(&v->tree) > 1;
+    pthread_rwlock_unlock(&v->lock);
+    if (has_data)
+        return true;
+    if (!leader) {
+        fu_http_error(resp, 503,
+                      "View '%s': No active leader session. Ensure at least one agent is "
+                      "running.",
+                      v->id);
+        resp->retry_after = 10;
+        return false;
+    }
+    if (!synced) {
+        fu_http_error(resp, 503,
+                      "View '%s': Initial snapshot sync phase in progress (Leader is scanning "
+                      "storage)",
+                      v->id);
+        resp->retry_after = 5;
+        return false;
+    }
+    return true;
+}
+
+/* Query booleans as FastAPI reads them. -1 when invalid. */
+static int qbool(const char *s, bool dflt)
+{
+    if (!s)
+        return dflt;
+    static const char *const t[] = {"true", "1", "yes", "on"}, *const fl[] = {"false", "0", "no",
+                                                                              "off"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(s, t[i]))
+            return 1;
+        if (!strcasecmp(s, fl[i]))
+            return 0;
+    }
+    return -1;
+}
+
+static bool qint(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool path_param(struct fu_http_req *req, const char *name, struct fu_buf *out,
+                       struct fu_http_resp *resp)
+{
+    const char *p = fu_http_query(req, name);
+    const char *why;
+    if (fu_path_normalize(p ? p : "/", p ? strlen(p) : 1, out, &why) < 0) {
+        fu_http_error(resp, 400, "invalid %s: %s", name, why);
+        return false;
+    }
+    return true;
+}
+
+static void tree(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    struct fu_buf path = FU_BUF_INIT;
+    if (!path_param(req, "path", &path, resp))
+        return;
+    int recursive = qbool(fu_http_query(req, "recursive"), true);
+    int only_path = qbool(fu_http_query(req, "only_path"), false);
+    int dry_run = qbool(fu_http_query(req, "dry_run"), false);
+    const char *md = fu_http_query(req, "max_depth");
+    const char *ps = fu_http_query(req, "entry_page_size");
+    long depth = -1, page = 0;
+    if (recursive < 0 || only_path < 0 || dry_run < 0) {
+        fu_http_error(resp, 400, "recursive, only_path and dry_run take true or false");
+    } else if (md && *md && !qint(md, 0, 1000000, &depth)) {
+        fu_http_error(resp, 400, "max_depth must be an integer >= 0");
+    } else if (ps && !qint(ps, 1, 10000, &page)) {
+        fu_http_error(resp, 400, "entry_page_size must be an integer from 1 to 10000");
+    } else if (dry_run) {
+        fu_buf_puts(&resp->body, "{\"message\":\"dry-run\",\"view_id\":");
+        fu_json_escape(&resp->body, v->id, strlen(v->id));
+        fu_buf_putc(&resp->body, '}');
+    } else {
+        struct fu_tree_query q = {
+            .path = fu_buf_str(&path),
+            .recursive = recursive,
+            .max_depth = (int)depth,
+            .only_path = only_path,
+            .max_items = v->max_tree_items,
+            .view_id = v->id,
+        };
+        pthread_rwlock_rdlock(&v->lock);
+        if (ps)
+            resp->status = fu_query_tree_page(&v->tree, &q, (size_t)page,
+                                              fu_http_query(req, "cursor"), &resp->body);
+        else
+            resp->status = fu_query_tree(&v->tree, &q, &resp->body);
+        pthread_rwlock_unlock(&v->lock);
+    }
+    fu_buf_free(&path);
+}
+
+static void stats(struct fu_view *v, bool resyncing, struct fu_http_req *req,
+                  struct fu_http_resp *resp)
+{
+    struct fu_buf path = FU_BUF_INIT;
+    if (!path_param(req, "path", &path, resp))
+        return;
+    pthread_rwlock_rdlock(&v->lock);
+    struct fu_stats_extra x = {
+        .latency_ms = v->last_event_latency_ms,
+        .logical_now = req->recv_time,
+        .last_audit_finished_at = v->last_audit_finished_at,
+        .audit_cycle_count = v->audit_cycle_count,
+        .is_auditing = v->is_auditing,
+        .has_blind_spot = false, /* blind spots arrive with the arbitration issue */
+        .resyncing = resyncing,
+    };
+    resp->status = fu_query_stats(&v->tree, fu_buf_str(&path), &x, &resp->body);
+    pthread_rwlock_unlock(&v->lock);
+    fu_buf_free(&path);
+}
+
+static void sessions(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp *resp)
+{
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    double now = fu_mono_now();
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "view_id");
+    fu_jw_cstr(&w, v->id);
+    pthread_mutex_lock(&f->mu);
+    size_t count = 0;
+    for (size_t i = 0; i < f->nsessions; i++)
+        count += feeds(f->sessions[i]->pipe, v);
+    fu_jw_ckey(&w, "count");
+    fu_jw_uint(&w, count);
+    fu_jw_ckey(&w, "active_sessions");
+    fu_jw_arr_begin(&w);
+    for (size_t i = 0; i < f->nsessions; i++) {
+        struct fu_session *s = f->sessions[i];
+        if (!feeds(s->pipe, v))
+            continue;
+        bool lead = fu_session_leads(s);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "session_id");
+        fu_jw_cstr(&w, s->id);
+        fu_jw_ckey(&w, "task_id");
+        fu_jw_cstr(&w, s->task_id);
+        fu_jw_ckey(&w, "agent_id");
+        fu_jw_cstr(&w, s->agent_id);
+        fu_jw_ckey(&w, "pipe_id");
+        fu_jw_cstr(&w, s->pipe->id);
+        fu_jw_ckey(&w, "client_ip");
+        fu_jw_cstr(&w, s->client_ip);
+        fu_jw_ckey(&w, "source_uri");
+        fu_jw_cstr(&w, s->source_uri);
+        fu_jw_ckey(&w, "last_activity");
+        fu_jw_double(&w, s->last_activity);
+        fu_jw_ckey(&w, "idle_seconds");
+        fu_jw_double(&w, now - s->last_activity);
+        fu_jw_ckey(&w, "created_at");
+        fu_jw_double(&w, s->created_at);
+        fu_jw_ckey(&w, "allow_concurrent_push");
+        fu_jw_bool(&w, s->pipe->allow_concurrent_push);
+        fu_jw_ckey(&w, "session_timeout_seconds");
+        fu_jw_double(&w, s->timeout);
+        fu_jw_ckey(&w, "role");
+        fu_jw_cstr(&w, lead ? "leader" : "follower");
+        fu_jw_ckey(&w, "epoch");
+        fu_jw_uint(&w, s->pipe->epoch);
+        fu_jw_ckey(&w, "can_snapshot");
+        fu_jw_bool(&w, lead);
+        fu_jw_ckey(&w, "can_audit");
+        fu_jw_bool(&w, lead);
+        fu_jw_ckey(&w, "can_realtime");
+        fu_jw_bool(&w, s->can_realtime);
+        fu_jw_ckey(&w, "can_send");
+        fu_jw_bool(&w, true);
+        fu_jw_ckey(&w, "agent_status");
+        if (s->agent_status)
+            fu_jw_raw(&w, s->agent_status, strlen(s->agent_status));
+        else
+            fu_jw_null(&w);
+        fu_jw_obj_end(&w);
+    }
+    pthread_mutex_unlock(&f->mu);
+    fu_jw_arr_end(&w);
+    fu_jw_obj_end(&w);
+}
+
+void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    const char *rest = req->path + strlen(PREFIX);
+    const char *slash = strchr(rest, '/');
+    if (!slash) {
+        fu_http_error(resp, 404, "Not Found");
+        return;
+    }
+    char name[256];
+    size_t nl = (size_t)(slash - rest);
+    if (nl == 0 || nl >= sizeof(name)) {
+        fu_http_error(resp, 404, "Not Found");
+        return;
+    }
+    memcpy(name, rest, nl);
+    name[nl] = '\0';
+    const char *ep = slash + 1;
+    struct fu_view *v = fu_fusion_view(f, name);
+    if (!v) {
+        fu_http_error(resp, 404, "View '%s' not found", name);
+        return;
+    }
+    if (authorize(f, v, fu_http_header(req, "X-API-Key"), resp))
+        return;
+    if (strcmp(req->method, "GET")) {
+        fu_http_error(resp, 405, "use GET");
+        return;
+    }
+    if (!strcmp(ep, "sessions")) {
+        sessions(f, v, resp);
+        return;
+    }
+    bool resyncing;
+    if (strcmp(ep, "tree") && strcmp(ep, "stats") && strcmp(ep, "search")) {
+        fu_http_error(resp, 404, "Not Found");
+        return;
+    }
+    if (!ready(f, v, &resyncing, resp))
+        return;
+    if (!strcmp(ep, "tree")) {
+        tree(v, req, resp);
+    } else if (!strcmp(ep, "stats")) {
+        stats(v, resyncing, req, resp);
+    } else {
+        const char *pattern = fu_http_query(req, "pattern");
+        if (!pattern) {
+            fu_http_error(resp, 400, "pattern is required");
+            return;
+        }
+        pthread_rwlock_rdlock(&v->lock);
+        resp->status = fu_query_search(&v->tree, pattern, v->max_tree_items, v->id, &resp->body);
+        pthread_rwlock_unlock(&v->lock);
+    }
+}

@@ -1,0 +1,115 @@
+/* The Fusion runtime: views, pipes, sessions and the HTTP listeners built from a config.
+ *
+ * Locking: `mu` guards the session table and every pipe's leadership (leader, epoch,
+ * snapshot state); each view's own rwlock guards its tree. Never take `mu` while holding a
+ * view lock; batches are parsed with no lock held. */
+#ifndef FU_FUSION_H
+#define FU_FUSION_H
+
+#include "common/config.h"
+#include "fusion/http.h"
+#include "fusion/view.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct fu_pipe_rt {
+    char *id;
+    char *receiver_id;
+    struct fu_view **views; /* borrowed from fu_fusion.views */
+    size_t nviews;
+    bool allow_concurrent_push;
+    double session_timeout;
+    double audit_interval, sentinel_interval;
+    /* leadership, under fu_fusion.mu */
+    char leader[40];        /* session id, "" when none */
+    uint64_t epoch;         /* increases on every leader change */
+    bool snapshot_complete; /* the current leader finished its snapshot */
+    bool ever_synced;       /* some leader finished a snapshot at least once */
+    /* counters, under fu_fusion.mu */
+    uint64_t events_received, rows_skipped, sessions_created, sessions_closed;
+};
+
+struct fu_session {
+    char id[40];
+    char *task_id, *agent_id, *source_uri, *client_ip;
+    struct fu_pipe_rt *pipe;
+    double created_at;    /* wall clock */
+    double last_activity; /* monotonic */
+    double timeout;
+    bool can_realtime;
+    char *agent_status;      /* JSON text from the last heartbeat, or NULL */
+    struct fu_strv commands; /* JSON objects queued for the next heartbeat */
+    char *reported_config;   /* from a config_report batch */
+};
+
+struct fu_listener {
+    struct fu_http_server *http;
+    char *receiver_id; /* NULL for the main API listener */
+    int port;
+    bool main_api; /* serves /api/v1/views too */
+    struct fu_fusion *f;
+};
+
+/* An API key of a receiver: opens exactly one pipe. */
+struct fu_push_key {
+    char *key;
+    struct fu_pipe_rt *pipe;
+    char *receiver_id;
+};
+
+struct fu_fusion {
+    struct fu_view *views;
+    size_t nviews;
+    struct fu_pipe_rt *pipes;
+    size_t npipes;
+    struct fu_listener *listeners;
+    size_t nlisteners;
+    struct fu_push_key *keys;
+    size_t nkeys;
+    pthread_mutex_t mu;
+    struct fu_session **sessions;
+    size_t nsessions, cap_sessions;
+    pthread_t sweeper;
+    bool sweeper_running;
+    volatile bool stopping;
+    size_t max_body;
+};
+
+/* Builds the runtime from a valid config (copying what it needs: the config may be replaced
+ * by a reload while requests run) and starts listening. Errors (a port in use) go to
+ * err; returns 0 or -errno. */
+int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *err, size_t errlen);
+void fu_fusion_stop(struct fu_fusion *f);
+
+/* Constant-time comparison of API keys. */
+bool fu_key_equal(const char *a, const char *b);
+/* The push key `key` as seen by listener `l`: a receiver's listener accepts only its own
+ * keys; the main API listener accepts any receiver's. NULL when unknown. */
+const struct fu_push_key *fu_fusion_push_key(struct fu_fusion *f, const struct fu_listener *l,
+                                             const char *key);
+
+/* Sessions (session.c); all take f->mu themselves. */
+double fu_mono_now(void);
+struct fu_pipe_rt *fu_fusion_pipe(struct fu_fusion *f, const char *id);
+struct fu_view *fu_fusion_view(struct fu_fusion *f, const char *id);
+/* Expires sessions past their timeout and promotes new leaders. */
+void fu_sessions_sweep(struct fu_fusion *f);
+/* The rest need f->mu held. */
+struct fu_session *fu_session_find_locked(struct fu_fusion *f, const char *id);
+/* Adds a session and makes it the leader if its pipe has none. */
+int fu_session_add_locked(struct fu_fusion *f, struct fu_session *s);
+/* Removes and frees a session; promotes the next session of its pipe if it led. */
+void fu_session_close_locked(struct fu_fusion *f, struct fu_session *s);
+static inline bool fu_session_leads(const struct fu_session *s)
+{
+    return !strcmp(s->pipe->leader, s->id);
+}
+
+/* The HTTP entry points (api_pipe.c, api_views.c). */
+void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_resp *resp);
+void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_resp *resp);
+
+#endif

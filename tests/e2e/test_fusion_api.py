@@ -1,0 +1,357 @@
+"""Fusion end to end through the v1 protocol: a real fustor-fusion, agents simulated by a
+client that behaves like a v1 agent, queries through the view API. Covers sessions and roles,
+snapshot and realtime ingest, tree/stats/search/sessions, authentication scoping, bad input,
+leader failover and many concurrent sessions."""
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+from harness import Home, free_port, pid_alive, wait_for
+from v1agent import V1Agent, event, request, row
+
+CONFIG = """
+logging: DEBUG
+receivers:
+  rx:
+    driver: http
+    bind_host: 127.0.0.1
+    port: {rx}
+    api_keys:
+      - {{key: push-1, pipe_id: p1}}
+      - {{key: push-2, pipe_id: p2}}
+      - {{key: push-strict, pipe_id: strict}}
+views:
+  v1:
+    driver: fs
+    api_keys: [read-1]
+    driver_params: {{max_tree_items: 500}}
+  v2:
+    driver: fs
+    api_keys: [read-2]
+  v3:
+    driver: fs
+pipes:
+  p1:
+    receiver: rx
+    views: [v1]
+    session_timeout_seconds: 2
+    audit_interval_sec: 600
+    sentinel_interval_sec: 30
+  p2:
+    receiver: rx
+    views: [v2]
+  strict:
+    receiver: rx
+    views: [v3]
+    allow_concurrent_push: false
+max_body_bytes: 65536
+"""
+
+
+class FusionAPI(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.home = Home("fusion")
+        cls.rx = free_port()
+        cls.home.put("default.yaml", CONFIG.format(rx=cls.rx))
+        r = cls.home.run("start", "-D")
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        cls.api = f"http://127.0.0.1:{cls.home.api_port}"
+        cls.recv = f"http://127.0.0.1:{cls.rx}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.home.run("stop")
+        cls.home.cleanup()
+
+    def view(self, view, endpoint, key, **params):
+        q = "&".join(f"{k}={urllib_quote(str(v))}" for k, v in params.items())
+        return request("GET", f"{self.api}/api/v1/views/{view}/{endpoint}?{q}", key)
+
+    def agent(self, key="push-1", task="agent-1:sync"):
+        """A session that is closed when the test ends, pass or fail."""
+        a = V1Agent(self.recv, key, task)
+        status, resp = a.create_session()
+        self.assertEqual(status, 200, resp)
+        self.addCleanup(a.close)
+        return a
+
+    # -------------------------------------------------------------- the happy path
+
+    def test_snapshot_then_realtime_then_queries(self):
+        a = self.agent("push-2", "agent-a:p2")
+        self.assertEqual(a.role, "leader")
+        # Before the snapshot ends an empty view is not ready.
+        status, body, headers = self.view("v2", "tree", "read-2")
+        self.assertEqual(status, 503)
+        self.assertIn("snapshot", body["detail"])
+        self.assertEqual(headers.get("Retry-After"), "5")
+
+        rows = [row("/data", is_dir=True, mtime=1000.0)]
+        rows += [row(f"/data/f{i:03d}.txt", size=i, mtime=1000.0 + i) for i in range(250)]
+        rows.append(row("/data/sub/deep.bin", size=7, mtime=2000.0))
+        status, resp = a.snapshot(rows)
+        self.assertEqual(status, 200, resp)
+
+        status, tree, _ = self.view("v2", "tree", "read-2", path="/data", max_depth=1)
+        self.assertEqual(status, 200, tree)
+        self.assertEqual(tree["name"], "data")
+        self.assertEqual(tree["content_type"], "directory")
+        self.assertEqual(tree["path"], "/data")
+        names = [c["name"] for c in tree["children"]]
+        self.assertEqual(names, sorted(names))
+        self.assertEqual(len(names), 251)
+        f7 = next(c for c in tree["children"] if c["name"] == "f007.txt")
+        for k in ("size", "modified_time", "created_time", "integrity_suspect", "last_agent_id",
+                  "source_uri", "agent_missing"):
+            self.assertIn(k, f7)
+        self.assertEqual(f7["size"], 7)
+        self.assertEqual(f7["last_agent_id"], "agent-a")
+        self.assertEqual(f7["source_uri"], "/mnt/shared")
+        self.assertFalse(f7["integrity_suspect"])
+
+        status, stats, _ = self.view("v2", "stats", "read-2")
+        self.assertEqual(status, 200, stats)
+        self.assertEqual(stats["total_files"], 251)
+        self.assertEqual(stats["total_size"], sum(range(250)) + 7)
+        status, sub, _ = self.view("v2", "stats", "read-2", path="/data/sub")
+        self.assertEqual(sub["total_files"], 1)
+
+        # Realtime: create, modify (partial write = suspect), delete.
+        status, resp = a.push([event([row("/data/new.txt", size=5)], "insert")])
+        self.assertEqual((status, resp["count"]), (200, 1), resp)
+        a.push([event([row("/data/f001.txt", size=99, is_atomic_write=False)], "update")])
+        a.push([event([{"path": "/data/f002.txt"}], "delete")])
+        status, tree, _ = self.view("v2", "tree", "read-2", path="/data", max_depth=1)
+        by_name = {c["name"]: c for c in tree["children"]}
+        self.assertIn("new.txt", by_name)
+        self.assertNotIn("f002.txt", by_name)
+        self.assertEqual(by_name["f001.txt"]["size"], 99)
+        self.assertTrue(by_name["f001.txt"]["integrity_suspect"])
+        status, stats, _ = self.view("v2", "stats", "read-2")
+        self.assertEqual(stats["suspect_file_count"], 1)
+
+        status, found, _ = self.view("v2", "search", "read-2", pattern="*.bin")
+        self.assertEqual(status, 200, found)
+        self.assertEqual([f["path"] for f in found], ["/data/sub/deep.bin"])
+
+        status, sessions, _ = self.view("v2", "sessions", "read-2")
+        self.assertEqual(sessions["count"], 1)
+        s = sessions["active_sessions"][0]
+        self.assertEqual((s["role"], s["can_snapshot"], s["agent_id"]),
+                         ("leader", True, "agent-a"))
+        a.heartbeat()
+        status, sessions, _ = self.view("v2", "sessions", "read-2")
+        self.assertEqual(sessions["active_sessions"][0]["agent_status"]["state"], "RUNNING")
+        status, resp = a.close()
+        self.assertEqual(resp["status"], "terminated")
+        # The data stays queryable without any agent (v1 wiped it).
+        status, stats, _ = self.view("v2", "stats", "read-2")
+        self.assertEqual((status, stats["total_files"]), (200, 251))
+
+    def test_max_tree_items_limits_the_response_not_the_view(self):
+        wait_for(lambda: self.view("v1", "sessions", "read-1")[1]["count"] == 0,
+                 what="no sessions left on p1")
+        a = self.agent("push-1", "agent-lim:p1")
+        rows = [row(f"/big/f{i:04d}", size=1) for i in range(600)]
+        rows.append(row("/small/one", size=1))
+        self.assertEqual(a.snapshot(rows)[0], 200)
+        status, body, _ = self.view("v1", "tree", "read-1", path="/big")
+        self.assertEqual(status, 400)
+        d = body["detail"]
+        self.assertEqual(d["error"], "Metadata retrieval limit exceeded")
+        self.assertEqual((d["view"], d["limit"]), ("v1", 500))
+        self.assertGreater(d["current_count"], 500)
+        status, body, _ = self.view("v1", "tree", "read-1", path="/small")
+        self.assertEqual(status, 200, body)
+        # The paginated form reads any size.
+        seen, cursor = [], None
+        while True:
+            params = {"path": "/big", "entry_page_size": 128}
+            if cursor:
+                params["cursor"] = cursor
+            status, page, _ = self.view("v1", "tree", "read-1", **params)
+            self.assertEqual(status, 200, page)
+            seen += [e["path"] for e in page["entries"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        self.assertEqual(seen, ["/big"] + [f"/big/f{i:04d}" for i in range(600)])
+        a.close()
+
+    def test_invalid_utf8_names_round_trip(self):
+        a = self.agent("push-1", "agent-utf:p1")
+        name = b"/raw/\xe9t\xe9.txt".decode("utf-8", "surrogateescape")
+        self.assertEqual(a.push([event([row(name, size=3)], "insert")])[0], 200)
+        status, tree, _ = self.view("v1", "tree", "read-1", path="/raw")
+        self.assertEqual(status, 200, tree)
+        got = tree["children"][0]["path"]
+        self.assertEqual(os.fsencode(got), b"/raw/\xe9t\xe9.txt")
+        a.close()
+
+    # -------------------------------------------------------------- auth
+
+    def test_keys_are_checked_everywhere_and_scoped(self):
+        a = self.agent("push-1", "agent-auth:p1")
+        base = f"{self.recv}/api/v1/pipe"
+        for key, want in ((None, 401), ("nope", 401)):
+            self.assertEqual(request("POST", base + "/session/", key, {"task_id": "x"})[0], want)
+            self.assertEqual(request("POST", f"{base}/session/{a.session_id}/heartbeat", key,
+                                     {})[0], want)
+            self.assertEqual(request("POST", f"{base}/ingest/{a.session_id}/events", key,
+                                     {"events": []})[0], want)
+            self.assertEqual(request("DELETE", f"{base}/session/{a.session_id}", key)[0], want)
+        # A key of another pipe cannot use this session.
+        status, body, _ = request("POST", f"{base}/session/{a.session_id}/heartbeat", "push-2",
+                                  {})
+        self.assertEqual(status, 403, body)
+        # Views: read keys and push keys of a feeding pipe only.
+        self.assertEqual(self.view("v1", "stats", None)[0], 401)
+        self.assertEqual(self.view("v1", "stats", "wrong")[0], 401)
+        self.assertEqual(self.view("v1", "stats", "read-2")[0], 403)
+        self.assertEqual(self.view("v1", "stats", "push-2")[0], 403)
+        self.assertEqual(self.view("v1", "sessions", "push-1")[0], 200)
+        self.assertEqual(self.view("nosuch", "stats", "read-1")[0], 404)
+        status, body, _ = request("GET", base + "/session/", "push-1")
+        self.assertEqual(body, {"view_id": "v1", "pipe_id": "p1", "status": "authorized"})
+        a.close()
+
+    # -------------------------------------------------------------- bad input
+
+    def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(self):
+        a = self.agent("push-1", "agent-bad:p1")
+        url = f"{self.recv}/api/v1/pipe/ingest/{a.session_id}/events"
+        cases = [
+            (b"{not json", 400, "malformed JSON"),
+            (b"[1,2,3]", 400, "expected a JSON object"),
+            (json.dumps({"events": 5}).encode(), 400, "events must be a list"),
+            (json.dumps({"source_type": "bogus", "events": []}).encode(), 400, "source_type"),
+            (b"x" * 70000, 413, "larger than"),
+        ]
+        for raw, want, text in cases:
+            status, body, _ = request("POST", url, "push-1", raw=raw)
+            self.assertEqual(status, want, (raw[:40], body))
+            self.assertIn(text, body["detail"])
+        status, body, _ = request("POST", f"{self.recv}/api/v1/pipe/session/", "push-1",
+                                  raw=b'{"task_id": 7}')
+        self.assertEqual(status, 400)
+        # Bad rows are skipped one by one and counted.
+        bad = [{"path": "/ok/a", "size": 1, "modified_time": 1.0, "is_directory": False},
+               {"path": "/ok/../etc/passwd", "size": 1, "modified_time": 1.0,
+                "is_directory": False},
+               {"path": "/ok/nul\u0000x", "size": 1, "modified_time": 1.0, "is_directory": False},
+               {"path": "/ok/neg", "size": -5, "modified_time": 1.0, "is_directory": False},
+               {"path": "/ok/" + "n" * 5000, "size": 1, "modified_time": 1.0,
+                "is_directory": False},
+               {"size": 1},
+               "not an object",
+               {"path": "/ok/b", "size": "big", "modified_time": 1.0, "is_directory": False}]
+        status, resp = a.push([event(bad, "insert")])
+        self.assertEqual(status, 200, resp)
+        self.assertEqual((resp["count"], resp["skipped"]), (1, 7))
+        status, resp = a.push([{"event_type": "explode", "rows": [row("/ok/c")]}])
+        self.assertEqual((resp["count"], resp["skipped"]), (0, 1))
+        # Unknown sessions: 419 on heartbeat and on push alike.
+        ghost = V1Agent(self.recv, "push-1")
+        ghost.session_id = "00000000-0000-4000-8000-000000000000"
+        self.assertEqual(ghost.heartbeat()[0], 419)
+        status, resp = ghost.push([event([row("/x")])])
+        self.assertEqual(status, 419)
+        self.assertIn("obsoleted", resp["detail"])
+        # Deep paths work; the server is still healthy.
+        deep = "/d" * 10000 + "/leaf"
+        status, resp = a.push([event([row(deep, size=1)], "insert")])
+        self.assertEqual((status, resp["count"]), (200, 1), resp)
+        self.assertEqual(request("GET", f"{self.api}/health")[0], 200)
+        a.close()
+
+    # -------------------------------------------------------------- sessions
+
+    def test_leader_follower_and_failover(self):
+        wait_for(lambda: self.view("v1", "sessions", "read-1")[1]["count"] == 0,
+                 what="no sessions left on p1")
+        a = self.agent("push-1", "agent-A:p1")
+        b = self.agent("push-1", "agent-B:p1")
+        roles = {a.role, b.role}
+        self.assertEqual(roles, {"leader", "follower"})
+        leader, follower = (a, b) if a.role == "leader" else (b, a)
+        # A follower may send realtime events but not snapshots.
+        self.assertEqual(follower.push([event([row("/fo/x", size=1)], "insert")])[0], 200)
+        status, resp = follower.push([event([row("/fo/y")], source="snapshot")], "snapshot")
+        self.assertEqual(status, 409, resp)
+        self.assertIn("not the leader", resp["detail"])
+        _, hb = follower.heartbeat()
+        epoch = hb["epoch"]
+        # The leader goes silent; within its 2 s timeout plus the sweep the follower leads.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, hb = follower.heartbeat()
+            self.assertEqual(status, 200, hb)
+            if hb["role"] == "leader":
+                break
+            time.sleep(0.3)
+        self.assertEqual(hb["role"], "leader")
+        self.assertGreater(hb["epoch"], epoch)
+        # The deposed leader learns it with 419 and can come back as a new session.
+        self.assertEqual(leader.heartbeat()[0], 419)
+        self.assertEqual(leader.push([event([row("/x")], source="snapshot")], "snapshot")[0],
+                         419)
+        old = leader.session_id
+        self.assertEqual(leader.create_session()[0], 200)
+        self.assertNotEqual(leader.session_id, old)
+        self.assertEqual(leader.role, "follower")
+        leader.close()
+        follower.close()
+
+    def test_concurrency_rules(self):
+        s1 = V1Agent(self.recv, "push-strict", "agent-1:strict")
+        self.assertEqual(s1.create_session()[0], 200)
+        s2 = V1Agent(self.recv, "push-strict", "agent-2:strict")
+        status, resp = s2.create_session()
+        self.assertEqual(status, 409)
+        self.assertIn("locked", resp["detail"])
+        dup = V1Agent(self.recv, "push-1", "agent-dup:p1")
+        self.assertEqual(dup.create_session()[0], 200)
+        status, resp = V1Agent(self.recv, "push-1", "agent-dup:p1").create_session()
+        self.assertEqual(status, 409)
+        self.assertIn("already active", resp["detail"])
+        # The session answer carries Fusion's intervals.
+        intervals = V1Agent(self.recv, "push-1", "agent-int:p1")
+        status, resp = intervals.create_session()
+        self.assertEqual((resp["audit_interval_sec"], resp["sentinel_interval_sec"]),
+                         (600.0, 30.0))
+        for a in (s1, dup, intervals):
+            self.assertEqual(a.close()[0], 200)
+
+    def test_a_thousand_concurrent_sessions(self):
+        def make(i):
+            a = V1Agent(self.recv, "push-2", f"agent-{i}:bulk")
+            status, _ = a.create_session(timeout=60)
+            return a if status == 200 else None
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            agents = list(pool.map(make, range(1000)))
+        self.assertTrue(all(agents))
+        status, sessions, _ = self.view("v2", "sessions", "read-2")
+        self.assertEqual(status, 200)
+        self.assertGreaterEqual(sessions["count"], 1000)
+        leaders = [s for s in sessions["active_sessions"] if s["role"] == "leader"]
+        self.assertEqual(len(leaders), 1)
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            closed = list(pool.map(lambda a: a.close()[0], agents))
+        self.assertEqual(set(closed), {200})
+        self.assertEqual(request("GET", f"{self.api}/health")[0], 200)
+
+
+def urllib_quote(s):
+    import urllib.parse
+    return urllib.parse.quote(s, safe="")
+
+
+if __name__ == "__main__":
+    unittest.main()

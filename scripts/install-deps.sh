@@ -11,6 +11,7 @@ PKGS=(
   libmicrohttpd-dev                              # Fusion's HTTP listeners
   libcmocka-dev                                  # unit tests
   valgrind                                       # leak checks
+  curl                                           # e2e: a client that sends Expect: 100-continue
 )
 
 missing=()

@@ -1,6 +1,6 @@
 /* libmicrohttpd glue; see http.h. The body is gathered per connection in the access
- * callback; a Content-Length over the limit is answered with 413 before reading the body,
- * and a chunked body that grows over it is dropped and answered with 413 at its end. */
+ * callback; a body over the limit is dropped as it arrives (no memory is spent on it) and
+ * answered with 413 at its end, or at once for a client that asked for 100-continue. */
 #include "fusion/http.h"
 
 #include "common/json.h"
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 struct fu_http_server {
@@ -106,7 +107,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             r->too_big = true;
-            return too_big(s, c);
+            /* A client waiting for "100 Continue" gets 413 before it sends the body. Others
+             * are already sending: the body is read and dropped so that they can read the
+             * answer (answering early would make most clients fail with a broken pipe). */
+            const char *exp = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+            if (exp && !strcasecmp(exp, "100-continue"))
+                return too_big(s, c);
         }
         return MHD_YES;
     }
@@ -206,14 +212,14 @@ int fu_http_start(struct fu_http_server **out, const struct fu_http_opts *o, fu_
         }
     }
     errno = 0;
-    /* The logger must be the first option, or MHD logs the options before it itself. */
+    /* The logger must be the first option, or MHD logs the options before it itself. No
+     * SO_REUSEPORT: a second Fusion on the same port must fail, not share the traffic. */
     s->d = MHD_start_daemon(
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)(o->threads ? o->threads : 4), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(o->idle_timeout ? o->idle_timeout : 60), MHD_OPTION_CONNECTION_LIMIT, 4096u,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
         int e = errno ? errno : EADDRINUSE;
         snprintf(err, errlen, "%s: cannot listen on %s:%d: %s", s->name, host, o->port,

@@ -48,7 +48,7 @@ pipes:
     receiver: rx
     views: [v3]
     allow_concurrent_push: false
-max_body_bytes: 65536
+max_body_bytes: 2097152
 """
 
 
@@ -231,12 +231,18 @@ class FusionAPI(unittest.TestCase):
             (b"[1,2,3]", 400, "expected a JSON object"),
             (json.dumps({"events": 5}).encode(), 400, "events must be a list"),
             (json.dumps({"source_type": "bogus", "events": []}).encode(), 400, "source_type"),
-            (b"x" * 70000, 413, "larger than"),
+            (b"x" * (2097152 + 10), 413, "larger than"),
         ]
         for raw, want, text in cases:
             status, body, _ = request("POST", url, "push-1", raw=raw)
             self.assertEqual(status, want, (raw[:40], body))
             self.assertIn(text, body["detail"])
+        # A client that asks for 100-continue is refused before it sends the body.
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                              "X-API-Key: push-1", "-H", "Expect: 100-continue",
+                              "--data-binary", "@-", url], input=b"y" * (3 << 20),
+                             capture_output=True, timeout=30)
+        self.assertEqual((out.returncode, out.stdout), (0, b"413"), out.stderr)
         status, body, _ = request("POST", f"{self.recv}/api/v1/pipe/session/", "push-1",
                                   raw=b'{"task_id": 7}')
         self.assertEqual(status, 400)
@@ -248,12 +254,14 @@ class FusionAPI(unittest.TestCase):
                {"path": "/ok/neg", "size": -5, "modified_time": 1.0, "is_directory": False},
                {"path": "/ok/" + "n" * 5000, "size": 1, "modified_time": 1.0,
                 "is_directory": False},
+               {"path": "/ok/" + "m" * (1 << 20), "size": 1, "modified_time": 1.0,
+                "is_directory": False},
                {"size": 1},
                "not an object",
                {"path": "/ok/b", "size": "big", "modified_time": 1.0, "is_directory": False}]
         status, resp = a.push([event(bad, "insert")])
         self.assertEqual(status, 200, resp)
-        self.assertEqual((resp["count"], resp["skipped"]), (1, 7))
+        self.assertEqual((resp["count"], resp["skipped"]), (1, 8))
         status, resp = a.push([{"event_type": "explode", "rows": [row("/ok/c")]}])
         self.assertEqual((resp["count"], resp["skipped"]), (0, 1))
         # Unknown sessions: 419 on heartbeat and on push alike.
@@ -346,6 +354,77 @@ class FusionAPI(unittest.TestCase):
             closed = list(pool.map(lambda a: a.close()[0], agents))
         self.assertEqual(set(closed), {200})
         self.assertEqual(request("GET", f"{self.api}/health")[0], 200)
+
+
+SHARED = """
+receivers:
+  rx: {{driver: http, port: {port}, api_keys: [{{key: fan, pipe_id: fan}},
+       {{key: kx, pipe_id: px}}, {{key: ky, pipe_id: py}}]}}
+views:
+  a: {{driver: fs}}
+  b: {{driver: fs}}
+  agg: {{driver: fs}}
+pipes:
+  fan: {{receiver: rx, views: [a, b]}}
+  px: {{receiver: rx, views: [agg]}}
+  py: {{receiver: rx, views: [agg]}}
+"""
+
+
+class DeploymentModes(unittest.TestCase):
+    """Seed 001's modes: fan-out (one pipe, several views) and aggregation (several pipes, one
+    view), with the receiver sharing the main API port as v1 allows."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.home = Home("fusion")
+        cls.home.put("default.yaml", SHARED.format(port=cls.home.api_port))
+        r = cls.home.run("start", "-D")
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        cls.url = f"http://127.0.0.1:{cls.home.api_port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.home.run("stop")
+        cls.home.cleanup()
+
+    def test_a_port_in_use_is_a_start_up_error(self):
+        other = Home("fusion")
+        try:
+            other.env["FUSTOR_FUSION_PORT"] = str(self.home.api_port)
+            other.put("default.yaml", SHARED.format(port=self.home.api_port))
+            r = other.run("start", "-D")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("cannot start", r.stderr)
+            self.assertIn(f":{self.home.api_port}", r.stderr)
+            self.assertFalse(os.path.exists(other.pidfile))
+        finally:
+            other.cleanup()
+
+    def test_fan_out_writes_every_view(self):
+        a = V1Agent(self.url, "fan", "agent-f:fan")
+        self.assertEqual(a.create_session()[0], 200)
+        self.assertEqual(a.snapshot([row("/shared/x.txt", size=4)])[0], 200)
+        for view in ("a", "b"):
+            status, st, _ = request("GET", f"{self.url}/api/v1/views/{view}/stats", "fan")
+            self.assertEqual((status, st["total_files"]), (200, 1), st)
+        a.close()
+
+    def test_aggregation_keeps_a_leader_per_storage(self):
+        x = V1Agent(self.url, "kx", "agent-x:px", "/mnt/dept-a")
+        y = V1Agent(self.url, "ky", "agent-y:py", "/mnt/dept-b")
+        self.assertEqual(x.create_session()[0], 200)
+        self.assertEqual(y.create_session()[0], 200)
+        self.assertEqual((x.role, y.role), ("leader", "leader"))
+        self.assertEqual(x.snapshot([row("/dept_a/1", size=1)])[0], 200)
+        self.assertEqual(y.snapshot([row("/dept_b/2", size=2)])[0], 200)
+        status, st, _ = request("GET", f"{self.url}/api/v1/views/agg/stats", "kx")
+        self.assertEqual((st["total_files"], st["total_size"]), (2, 3))
+        status, t, _ = request("GET", f"{self.url}/api/v1/views/agg/tree?path=/dept_b", "ky")
+        self.assertEqual(t["children"][0]["source_uri"], "/mnt/dept-b")
+        x.close()
+        y.close()
 
 
 def urllib_quote(s):

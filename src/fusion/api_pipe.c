@@ -637,6 +637,132 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
 
 /* ------------------------------------------------------------ consistency */
 
+/* POST consistency/sentinel/feedback: the leader's fresh stat of suspect files,
+ * {"type":"suspect_update","updates":[{"path","mtime","size","status"}]}. A suspect file whose
+ * size or mtime changed takes the new values (as an on-demand scan would report them); files
+ * that are not suspect, and "missing" reports, are left alone as in v1. When a stable suspect
+ * is cleared is decided by the suspect timers of the arbitration issue. */
+struct report {
+    size_t path_off, path_len;
+    double mtime;
+    uint64_t size;
+    bool have_size;
+};
+
+static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
+                              struct fu_http_resp *resp)
+{
+    struct {
+        struct report *v;
+        size_t n, cap;
+        struct fu_buf paths;
+    } b = {0};
+    bool typed = false, ok = true;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
+    enum fu_json_tok t = fu_jr_next(&r);
+    if (t != FU_JSON_OBJ_BEGIN) {
+        ok = t == FU_JSON_ERROR ? bad_json(resp, &r) : false;
+        if (t != FU_JSON_ERROR)
+            fu_http_error(resp, 400, "expected a JSON object");
+    }
+    while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool k_type = tok_is(&r, "type"), k_up = tok_is(&r, "updates");
+        t = fu_jr_next(&r);
+        if (k_type)
+            typed = t == FU_JSON_STRING && tok_is(&r, "suspect_update");
+        else if (k_up && t == FU_JSON_ARR_BEGIN) {
+            while (ok && (t = fu_jr_next(&r)) == FU_JSON_OBJ_BEGIN) {
+                struct report row = {.mtime = -1};
+                bool exists = true, have_path = false;
+                while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
+                    int key = tok_is(&r, "path")                                   ? 1
+                              : tok_is(&r, "mtime") || tok_is(&r, "current_mtime") ? 2
+                              : tok_is(&r, "size")                                 ? 3
+                              : tok_is(&r, "status")                               ? 4
+                                                                                   : 0;
+                    t = fu_jr_next(&r);
+                    if (key == 1 && t == FU_JSON_STRING && !have_path) {
+                        struct fu_buf norm = FU_BUF_INIT;
+                        const char *why;
+                        if (fu_path_normalize(r.str, r.str_len, &norm, &why) == 0) {
+                            row.path_off = b.paths.len;
+                            row.path_len = norm.len;
+                            fu_buf_append(&b.paths, norm.data, norm.len);
+                            fu_buf_putc(&b.paths, '\0');
+                            have_path = true;
+                        }
+                        fu_buf_free(&norm);
+                    } else if (key == 2) {
+                        num_of(&r, t, &row.mtime);
+                    } else if (key == 3 && t == FU_JSON_INT && r.i64 >= 0) {
+                        row.size = (uint64_t)r.i64;
+                        row.have_size = true;
+                    } else if (key == 4 && t == FU_JSON_STRING) {
+                        exists = !tok_is(&r, "missing");
+                    } else {
+                        skip_value(&r, t);
+                    }
+                }
+                if (have_path && exists && row.mtime >= 0) {
+                    if (b.n == b.cap) {
+                        size_t cap = b.cap ? b.cap * 2 : 64;
+                        struct report *v = realloc(b.v, cap * sizeof(*v));
+                        if (!v) {
+                            fu_http_error(resp, 503, "out of memory");
+                            ok = false;
+                            break;
+                        }
+                        b.v = v;
+                        b.cap = cap;
+                    }
+                    b.v[b.n++] = row;
+                }
+            }
+        } else {
+            skip_value(&r, t);
+        }
+    }
+    if (ok && t == FU_JSON_ERROR)
+        ok = bad_json(resp, &r);
+    fu_jr_free(&r);
+    if (ok && !typed) {
+        fu_buf_puts(&resp->body, "{\"status\":\"ignored\",\"reason\":\"unknown_type\"}");
+        ok = false;
+    }
+    size_t views_updated = 0;
+    for (size_t i = 0; ok && i < p->nviews; i++) {
+        struct fu_view *v = p->views[i];
+        size_t changed = 0;
+        pthread_rwlock_wrlock(&v->lock);
+        for (size_t k = 0; k < b.n; k++) {
+            const struct report *row = &b.v[k];
+            const char *path = fu_buf_str(&b.paths) + row->path_off;
+            fu_nid id = fu_tree_lookup(&v->tree, path, row->path_len);
+            if (id == FU_NID_NONE)
+                continue;
+            const struct fu_node *n = fu_tree_node(&v->tree, id);
+            if (!(n->flags & FU_N_SUSPECT) || (n->flags & FU_N_DIR))
+                continue;
+            uint64_t size = row->have_size ? row->size : n->size;
+            if (n->mtime == row->mtime && n->size == size)
+                continue;
+            struct fu_attr a = {
+                .size = size, .mtime = row->mtime, .ctime = n->ctime, .lineage = n->lineage};
+            fu_nid out;
+            fu_tree_upsert(&v->tree, path, row->path_len, false, &a, &out);
+            changed++;
+        }
+        pthread_rwlock_unlock(&v->lock);
+        views_updated += changed > 0;
+    }
+    if (ok)
+        fu_buf_printf(&resp->body, "{\"status\":\"processed\",\"drivers_updated\":%zu}",
+                      views_updated);
+    free(b.v);
+    fu_buf_free(&b.paths);
+}
+
 static void consistency(struct fu_fusion *f, const struct fu_push_key *k, const char *what,
                         struct fu_http_req *req, struct fu_http_resp *resp)
 {
@@ -699,6 +825,8 @@ static void consistency(struct fu_fusion *f, const struct fu_push_key *k, const 
         }
         fu_buf_free(&paths);
         fu_buf_free(&path);
+    } else if (!strcmp(what, "sentinel/feedback") && !strcmp(req->method, "POST")) {
+        sentinel_feedback(p, req, resp);
     } else {
         fu_http_error(resp, 404, "Not Found");
     }

@@ -184,6 +184,38 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual(seen, ["/big"] + [f"/big/f{i:04d}" for i in range(600)])
         a.close()
 
+    def test_audit_markers_and_sentinel_round(self):
+        a = self.agent("push-1", "agent-sent:p1")
+        base = f"{self.recv}/api/v1/pipe/consistency"
+        a.push([event([row("/sent/hot.bin", size=1, mtime=50.0, is_atomic_write=False)],
+                      "update")])
+        status, tasks, _ = request("GET", base + "/sentinel/tasks", "push-1")
+        self.assertEqual(status, 200)
+        self.assertEqual((tasks["type"], tasks["view_id"]), ("suspect_check", "v1"))
+        self.assertIn("/sent/hot.bin", tasks["paths"])
+        fb = {"type": "suspect_update", "updates": [
+            {"path": "/sent/hot.bin", "mtime": 60.0, "size": 9, "status": "exists"},
+            {"path": "/sent/gone.bin", "mtime": 0.0, "status": "missing"}]}
+        status, resp, _ = request("POST", base + "/sentinel/feedback", "push-1", fb)
+        self.assertEqual(resp, {"status": "processed", "drivers_updated": 1})
+        status, t, _ = self.view("v1", "tree", "read-1", path="/sent/hot.bin")
+        self.assertEqual((t["size"], t["modified_time"]), (9, 60.0))
+        status, resp, _ = request("POST", base + "/sentinel/feedback", "push-1",
+                                  {"type": "other", "updates": []})
+        self.assertEqual(resp, {"status": "ignored", "reason": "unknown_type"})
+        self.assertEqual(request("POST", base + "/sentinel/feedback", "push-1",
+                                 raw=b"{oops")[0], 400)
+        # Audit start/end move the view's audit state.
+        self.assertEqual(request("POST", base + "/audit/start", "push-1")[1]["status"],
+                         "audit_started")
+        self.assertTrue(self.view("v1", "stats", "read-1")[1]["is_auditing"])
+        status, resp, _ = request("POST", base + "/audit/end", "push-1")
+        self.assertEqual(resp, {"status": "audit_ended", "drivers_handled": 1})
+        st = self.view("v1", "stats", "read-1")[1]
+        self.assertFalse(st["is_auditing"])
+        self.assertGreaterEqual(st["audit_cycle_count"], 1)
+        self.assertIsNotNone(st["last_audit_finished_at"])
+
     def test_invalid_utf8_names_round_trip(self):
         a = self.agent("push-1", "agent-utf:p1")
         name = b"/raw/\xe9t\xe9.txt".decode("utf-8", "surrogateescape")

@@ -128,6 +128,8 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
             skip_value(&r, t);
         }
     }
+    if (ok && t == FU_JSON_OBJ_END)
+        t = fu_jr_next(&r); /* EOF, or "trailing data" */
     if (ok && t == FU_JSON_ERROR)
         ok = bad_json(resp, &r);
     if (ok && !task_id) {
@@ -218,44 +220,121 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
 
 /* ------------------------------------------------------------ heartbeat / close */
 
-/* Called with f->mu held (heartbeat bodies are small). */
-static void heartbeat(struct fu_session *s, struct fu_http_req *req, struct fu_http_resp *resp)
+#define MAX_AGENT_STATUS 65536
+
+/* Copies the value whose first token is `t` through the writer: the stored text is then our
+ * own canonical JSON (bytes that are not UTF-8 escaped), whatever the client sent. */
+static void reencode_value(struct fu_jr *r, enum fu_json_tok t, struct fu_jw *w)
 {
-    int can_rt = -1;
-    char *status = NULL;
+    unsigned depth = 0;
+    for (;; t = fu_jr_next(r)) {
+        switch (t) {
+        case FU_JSON_OBJ_BEGIN:
+            fu_jw_obj_begin(w);
+            depth++;
+            break;
+        case FU_JSON_ARR_BEGIN:
+            fu_jw_arr_begin(w);
+            depth++;
+            break;
+        case FU_JSON_OBJ_END:
+            fu_jw_obj_end(w);
+            depth--;
+            break;
+        case FU_JSON_ARR_END:
+            fu_jw_arr_end(w);
+            depth--;
+            break;
+        case FU_JSON_KEY:
+            fu_jw_key(w, r->str, r->str_len);
+            continue; /* a key is never the end of a value */
+        case FU_JSON_STRING:
+            fu_jw_str(w, r->str, r->str_len);
+            break;
+        case FU_JSON_INT:
+            fu_jw_int(w, r->i64);
+            break;
+        case FU_JSON_DOUBLE:
+            fu_jw_double(w, r->dbl);
+            break;
+        case FU_JSON_TRUE:
+        case FU_JSON_FALSE:
+            fu_jw_bool(w, t == FU_JSON_TRUE);
+            break;
+        case FU_JSON_NULL:
+            fu_jw_null(w);
+            break;
+        default:
+            return; /* an error: the caller sees it in the reader */
+        }
+        if (depth == 0)
+            return;
+    }
+}
+
+struct hb_body {
+    int can_realtime;   /* -1 = not sent */
+    char *agent_status; /* canonical JSON, or NULL */
+};
+
+/* Parses a heartbeat body, with no lock held. False (and resp set) on bad input. */
+static bool parse_heartbeat(struct fu_http_req *req, struct hb_body *hb, struct fu_http_resp *resp)
+{
+    hb->can_realtime = -1;
+    hb->agent_status = NULL;
+    if (!req->body.len)
+        return true;
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
-    enum fu_json_tok t = req->body.len ? fu_jr_next(&r) : FU_JSON_EOF;
+    enum fu_json_tok t = fu_jr_next(&r);
+    bool ok = true;
     if (t == FU_JSON_OBJ_BEGIN) {
         while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
             bool k_rt = tok_is(&r, "can_realtime"), k_st = tok_is(&r, "agent_status");
-            size_t start = r.pos;
             t = fu_jr_next(&r);
-            if (k_rt && (t == FU_JSON_TRUE || t == FU_JSON_FALSE))
-                can_rt = t == FU_JSON_TRUE;
-            skip_value(&r, t);
-            if (k_st && t == FU_JSON_OBJ_BEGIN && !r.err_msg) {
-                while (start < r.pos && strchr(" \t\r\n:", r.buf[start]))
-                    start++;
-                free(status);
-                status = strndup(r.buf + start, r.pos - start);
+            if (k_rt && (t == FU_JSON_TRUE || t == FU_JSON_FALSE)) {
+                hb->can_realtime = t == FU_JSON_TRUE;
+            } else if (k_st && t == FU_JSON_OBJ_BEGIN) {
+                struct fu_buf out = FU_BUF_INIT;
+                struct fu_jw w;
+                fu_jw_init(&w, &out);
+                reencode_value(&r, t, &w);
+                free(hb->agent_status);
+                hb->agent_status =
+                    out.len <= MAX_AGENT_STATUS && !out.oom ? fu_buf_detach(&out) : NULL;
+                fu_buf_free(&out);
+            } else {
+                skip_value(&r, t);
             }
         }
+        if (t == FU_JSON_OBJ_END)
+            t = fu_jr_next(&r); /* only whitespace may follow */
     }
-    if (t == FU_JSON_ERROR) {
-        bad_json(resp, &r);
-        fu_jr_free(&r);
-        free(status);
-        return;
+    if (t == FU_JSON_ERROR)
+        ok = bad_json(resp, &r);
+    else if (t != FU_JSON_EOF) {
+        fu_http_error(resp, 400, "expected a JSON object");
+        ok = false;
     }
     fu_jr_free(&r);
-    s->last_activity = fu_mono_now();
-    if (can_rt >= 0)
-        s->can_realtime = can_rt;
-    if (status) {
-        free(s->agent_status);
-        s->agent_status = status;
+    if (!ok) {
+        free(hb->agent_status);
+        hb->agent_status = NULL;
     }
+    return ok;
+}
+
+/* Called with f->mu held; the body was parsed before. */
+static void heartbeat(struct fu_session *s, struct hb_body *hb, struct fu_http_resp *resp)
+{
+    if (hb->can_realtime >= 0)
+        s->can_realtime = hb->can_realtime;
+    if (hb->agent_status) {
+        free(s->agent_status);
+        s->agent_status = hb->agent_status;
+        hb->agent_status = NULL;
+    }
+    s->last_activity = fu_mono_now();
     struct fu_jw w;
     fu_jw_init(&w, &resp->body);
     fu_jw_obj_begin(&w);
@@ -333,6 +412,10 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
         case 1: {
             if (t != FU_JSON_STRING || have_path) {
                 ok = ok && t == FU_JSON_STRING; /* path and file_path: the first wins */
+                break;
+            }
+            if (!r->str_len) { /* "" would mean the root of the view */
+                ok = false;
                 break;
             }
             struct fu_buf norm = FU_BUF_INIT;
@@ -467,7 +550,10 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
         }
         for (size_t i = first; i < b->n; i++) {
             struct fu_row *row = &b->rows[i];
-            if (op == FU_ROW_UPSERT && row->op != FU_ROW_UPSERT) { /* fields missing */
+            bool root = row->path_len == 1;
+            /* Fields missing for an upsert; and the root is never deleted or made a file. */
+            if ((op == FU_ROW_UPSERT && row->op != FU_ROW_UPSERT) ||
+                (root && (op == FU_ROW_DELETE || !row->is_dir))) {
                 b->skipped++;
                 row->op = 0xFF;
                 continue;
@@ -523,6 +609,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             skip_value(&r, t);
         }
     }
+    if (ok && t == FU_JSON_OBJ_END)
+        t = fu_jr_next(&r); /* only whitespace may follow the batch */
     if (ok && t == FU_JSON_ERROR)
         ok = bad_json(resp, &r);
     fu_jr_free(&r);
@@ -581,16 +669,28 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         pthread_mutex_unlock(&f->mu);
     }
     if (ok) {
+        const _Atomic uint64_t *fence = NULL; /* snapshot and audit rows: leader only */
+        if (b.has_scan_rows)
+            fence = &p->epoch;
         for (size_t i = 0; i < p->nviews; i++) {
             struct fu_view *v = p->views[i];
-            if (b.audit_rows && !v->is_auditing) {
+            if (b.audit_rows) {
                 pthread_rwlock_wrlock(&v->lock);
-                v->is_auditing = true;
-                v->last_audit_start = req->recv_time;
+                if (!v->is_auditing) { /* the first audit rows start the audit (v1) */
+                    v->is_auditing = true;
+                    v->last_audit_start = req->recv_time;
+                }
                 pthread_rwlock_unlock(&v->lock);
             }
-            if (b.n)
-                fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time, agent, uri);
+            if (b.n && fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time, agent,
+                                     uri, fence, epoch) < 0) {
+                fu_http_error(resp, 409,
+                              "session %s lost the leadership of pipe %s while its batch "
+                              "waited (epoch %llu is over)",
+                              sid, p->id, (unsigned long long)epoch);
+                ok = false;
+                break;
+            }
             if (is_end && source_type && !strcmp(source_type, "audit")) {
                 pthread_rwlock_wrlock(&v->lock);
                 v->is_auditing = false;
@@ -723,6 +823,8 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
             skip_value(&r, t);
         }
     }
+    if (ok && t == FU_JSON_OBJ_END)
+        t = fu_jr_next(&r);
     if (ok && t == FU_JSON_ERROR)
         ok = bad_json(resp, &r);
     fu_jr_free(&r);
@@ -788,8 +890,8 @@ static void consistency(struct fu_fusion *f, const struct fu_push_key *k, const 
                 v->is_auditing = false;
                 v->last_audit_finished_at = req->recv_time;
                 v->audit_cycle_count++;
-                handled++;
             }
+            handled++; /* v1 counts every handler */
             pthread_rwlock_unlock(&v->lock);
         }
         fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}", handled);
@@ -874,6 +976,9 @@ void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_
             fu_http_error(resp, 405, hb ? "use POST" : "use DELETE");
             return;
         }
+        struct hb_body body = {-1, NULL};
+        if (hb && !parse_heartbeat(req, &body, resp))
+            return;
         pthread_mutex_lock(&f->mu);
         struct fu_session *s = fu_session_find_locked(f, sid);
         if (!s)
@@ -882,13 +987,14 @@ void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_
         else if (s->pipe != k->pipe)
             fu_http_error(resp, 403, "session %s belongs to another pipe", sid);
         else if (hb)
-            heartbeat(s, req, resp);
+            heartbeat(s, &body, resp);
         else {
             fu_info("pipe %s: session %s (%s) closed by the agent", s->pipe->id, s->id, s->task_id);
             fu_buf_printf(&resp->body, "{\"status\":\"terminated\",\"session_id\":\"%s\"}", s->id);
             fu_session_close_locked(f, s);
         }
         pthread_mutex_unlock(&f->mu);
+        free(body.agent_status);
     } else {
         fu_http_error(resp, 404, "Not Found");
     }

@@ -22,7 +22,7 @@ static bool feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
     return false;
 }
 
-/* 0 when `key` may read `v`, else the HTTP status to answer. */
+/* 0 when `key` may read `v` (NULL: no such view), else the HTTP status to answer. */
 static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *key,
                      struct fu_http_resp *resp)
 {
@@ -42,14 +42,18 @@ static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *k
             known = true;
             allowed |= feeds(f->keys[i].pipe, v);
         }
+    if (!known) {
+        fu_http_error(resp, 401, "Invalid or inactive X-API-Key");
+        return 401;
+    }
+    if (!v) { /* only a valid key learns whether a view exists */
+        fu_http_error(resp, 404, "View not found");
+        return 404;
+    }
     if (allowed)
         return 0;
-    if (known) {
-        fu_http_error(resp, 403, "API Key not authorized for this view");
-        return 403;
-    }
-    fu_http_error(resp, 401, "Invalid or inactive X-API-Key");
-    return 401;
+    fu_http_error(resp, 403, "API Key not authorized for this view");
+    return 403;
 }
 
 /* Readiness as in v1, except that a view holding data keeps serving while a new leader
@@ -283,10 +287,6 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
     name[nl] = '\0';
     const char *ep = slash + 1;
     struct fu_view *v = fu_fusion_view(f, name);
-    if (!v) {
-        fu_http_error(resp, 404, "View '%s' not found", name);
-        return;
-    }
     if (authorize(f, v, fu_http_header(req, "X-API-Key"), resp))
         return;
     if (strcmp(req->method, "GET")) {

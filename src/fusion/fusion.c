@@ -26,7 +26,7 @@ const struct fu_push_key *fu_fusion_push_key(struct fu_fusion *f, const struct f
     const struct fu_push_key *hit = NULL;
     for (size_t i = 0; i < f->nkeys; i++) {
         const struct fu_push_key *k = &f->keys[i];
-        if (!l->main_api && strcmp(k->receiver_id, l->receiver_id))
+        if (!l->main_api && k->port != l->port)
             continue;
         if (fu_key_equal(key, k->key))
             hit = k; /* no early exit: timing does not tell which key matched */
@@ -45,11 +45,8 @@ static void route(void *ctx, struct fu_http_req *req, struct fu_http_resp *resp)
     } else if (l->main_api && !strcmp(p, "/health")) {
         fu_buf_puts(&resp->body, "{\"status\":\"ok\"}");
     } else if (l->main_api && !strcmp(p, "/ready")) {
-        if (l->f->stopping) {
-            fu_http_error(resp, 503, "stopping");
-        } else {
-            fu_buf_puts(&resp->body, "{\"status\":\"ready\"}");
-        }
+        /* Listening means the config is loaded and every listener is bound. */
+        fu_buf_puts(&resp->body, "{\"status\":\"ready\"}");
     } else if (!strcmp(p, "/")) {
         fu_buf_puts(&resp->body, "{\"message\":\"Welcome to Fusion Storage Engine Ingest API\"}");
     } else {
@@ -88,7 +85,7 @@ static int add_listener(struct fu_fusion *f, const char *host, int64_t port,
     struct fu_http_opts o = {.host = host,
                              .port = (int)port,
                              .max_body = f->max_body,
-                             .threads = 4,
+                             .threads = 8,
                              .idle_timeout = 60,
                              .name = name};
     int rc = fu_http_start(&l->http, &o, route, l, err, errlen);
@@ -174,6 +171,7 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
             pk->key = strdup(a->key);
             pk->receiver_id = strdup(r->it.id);
             pk->pipe = p;
+            pk->port = (int)r->port;
         }
     }
 

@@ -11,6 +11,7 @@
 #include "fusion/view.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,7 +26,8 @@ struct fu_pipe_rt {
     double audit_interval, sentinel_interval;
     /* leadership, under fu_fusion.mu */
     char leader[40];        /* session id, "" when none */
-    uint64_t epoch;         /* increases on every leader change */
+    _Atomic uint64_t epoch; /* increases on every leader change; written under mu, also
+                               read under view locks to fence off deposed leaders */
     bool snapshot_complete; /* the current leader finished its snapshot */
     bool ever_synced;       /* some leader finished a snapshot at least once */
     /* counters, under fu_fusion.mu */
@@ -58,6 +60,7 @@ struct fu_push_key {
     char *key;
     struct fu_pipe_rt *pipe;
     char *receiver_id;
+    int port; /* the receiver's port: its listener accepts the key */
 };
 
 struct fu_fusion {
@@ -74,7 +77,7 @@ struct fu_fusion {
     size_t nsessions, cap_sessions;
     pthread_t sweeper;
     bool sweeper_running;
-    volatile bool stopping;
+    atomic_bool stopping;
     size_t max_body;
 };
 
@@ -86,8 +89,8 @@ void fu_fusion_stop(struct fu_fusion *f);
 
 /* Constant-time comparison of API keys. */
 bool fu_key_equal(const char *a, const char *b);
-/* The push key `key` as seen by listener `l`: a receiver's listener accepts only its own
- * keys; the main API listener accepts any receiver's. NULL when unknown. */
+/* The push key `key` as seen by listener `l`: a receiver's listener accepts the keys of the
+ * receivers on its port; the main API listener accepts any receiver's. NULL when unknown. */
 const struct fu_push_key *fu_fusion_push_key(struct fu_fusion *f, const struct fu_listener *l,
                                              const char *key);
 

@@ -4,6 +4,7 @@
  * comparisons, blind spots and audit end on top of these same entry points. */
 #include "fusion/view.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,14 @@ int fu_view_init(struct fu_view *v, const char *id)
 {
     memset(v, 0, sizeof(*v));
     v->id = strdup(id);
-    if (!v->id || pthread_rwlock_init(&v->lock, NULL) != 0)
+    /* Writers first: a stream of queries must never starve ingest (glibc prefers readers
+     * by default, which let 40 searching clients hold a batch back for seconds). */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = v->id ? pthread_rwlock_init(&v->lock, &attr) : -1;
+    pthread_rwlockattr_destroy(&attr);
+    if (rc != 0)
         return -1;
     if (fu_tree_init(&v->tree) < 0) {
         pthread_rwlock_destroy(&v->lock);
@@ -67,14 +75,19 @@ static void apply_row(struct fu_view *v, const struct fu_row *r, const char *pat
         v->last_event_latency_ms = (recv_time - r->mtime) * 1000.0;
 }
 
-size_t fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
-                     double recv_time, const char *agent_id, const char *source_uri)
+long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
+                   double recv_time, const char *agent_id, const char *source_uri,
+                   const _Atomic uint64_t *fence, uint64_t epoch)
 {
     pthread_rwlock_wrlock(&v->lock);
+    if (fence && atomic_load(fence) != epoch) {
+        pthread_rwlock_unlock(&v->lock);
+        return -1;
+    }
     uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri);
     for (size_t i = 0; i < n; i++)
         apply_row(v, &rows[i], paths + rows[i].path_off, recv_time, lineage);
     v->rows_applied += n;
     pthread_rwlock_unlock(&v->lock);
-    return n;
+    return (long)n;
 }

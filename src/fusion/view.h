@@ -47,8 +47,11 @@ void fu_view_free(struct fu_view *v);
 
 /* Applies rows (in order) under the write lock. `paths` holds the rows' path bytes;
  * `recv_time` is the batch's receive stamp (apply never reads the clock); `lineage` names the
- * agent and source uri. Returns the number of rows applied. */
-size_t fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
-                     double recv_time, const char *agent_id, const char *source_uri);
+ * agent and source uri. With a `fence`, nothing is applied unless *fence still equals
+ * `epoch` once the lock is held: a leader deposed while its batch waited cannot write.
+ * Returns the number of rows applied, or -1 when fenced off. */
+long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
+                   double recv_time, const char *agent_id, const char *source_uri,
+                   const _Atomic uint64_t *fence, uint64_t epoch);
 
 #endif

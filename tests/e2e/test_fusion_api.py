@@ -249,6 +249,7 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual(self.view("v1", "stats", "push-2")[0], 403)
         self.assertEqual(self.view("v1", "sessions", "push-1")[0], 200)
         self.assertEqual(self.view("nosuch", "stats", "read-1")[0], 404)
+        self.assertEqual(self.view("nosuch", "stats", "wrong")[0], 401)  # no probing
         status, body, _ = request("GET", base + "/session/", "push-1")
         self.assertEqual(body, {"view_id": "v1", "pipe_id": "p1", "status": "authorized"})
         a.close()
@@ -296,6 +297,23 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual((resp["count"], resp["skipped"]), (1, 8))
         status, resp = a.push([{"event_type": "explode", "rows": [row("/ok/c")]}])
         self.assertEqual((resp["count"], resp["skipped"]), (0, 1))
+        # Nobody deletes the root, or turns it into a file.
+        status, resp = a.push([event([{"path": ""}, {"path": "/"}, {"path": "//"}], "delete"),
+                               event([row("/", size=1)], "insert")])
+        self.assertEqual((resp["count"], resp["skipped"]), (0, 4), resp)
+        self.assertGreater(self.view("v1", "stats", "read-1")[1]["item_count"], 0)
+        # Trailing data after the batch is malformed JSON.
+        status, body, _ = request("POST", url, "push-1", raw=b'{"events": []} xx')
+        self.assertEqual(status, 400)
+        self.assertIn("trailing", body["detail"])
+        # agent_status is stored as our own JSON: bytes that are not UTF-8 come back escaped.
+        hb = f"{self.recv}/api/v1/pipe/session/{a.session_id}/heartbeat"
+        status, _, _ = request("POST", hb, "push-1",
+                               raw=b'{"agent_status": {"note": "\xff\xfe\xc0\x80"}}')
+        self.assertEqual(status, 200)
+        status, sessions, _ = self.view("v1", "sessions", "read-1")  # parses as JSON
+        mine = [x for x in sessions["active_sessions"] if x["session_id"] == a.session_id]
+        self.assertEqual(os.fsencode(mine[0]["agent_status"]["note"]), b"\xff\xfe\xc0\x80")
         # Unknown sessions: 419 on heartbeat and on push alike.
         ghost = V1Agent(self.recv, "push-1")
         ghost.session_id = "00000000-0000-4000-8000-000000000000"
@@ -392,6 +410,10 @@ SHARED = """
 receivers:
   rx: {{driver: http, port: {port}, api_keys: [{{key: fan, pipe_id: fan}},
        {{key: kx, pipe_id: px}}, {{key: ky, pipe_id: py}}]}}
+  rx2: {{driver: http, bind_host: 127.0.0.1, port: {port2},
+        api_keys: [{{key: kz, pipe_id: pz}}]}}
+  rx3: {{driver: http, bind_host: 127.0.0.1, port: {port2},
+        api_keys: [{{key: kw, pipe_id: pw}}]}}
 views:
   a: {{driver: fs}}
   b: {{driver: fs}}
@@ -400,6 +422,8 @@ pipes:
   fan: {{receiver: rx, views: [a, b]}}
   px: {{receiver: rx, views: [agg]}}
   py: {{receiver: rx, views: [agg]}}
+  pz: {{receiver: rx2, views: [b]}}
+  pw: {{receiver: rx3, views: [b]}}
 """
 
 
@@ -410,7 +434,8 @@ class DeploymentModes(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.home = Home("fusion")
-        cls.home.put("default.yaml", SHARED.format(port=cls.home.api_port))
+        cls.port2 = free_port()
+        cls.home.put("default.yaml", SHARED.format(port=cls.home.api_port, port2=cls.port2))
         r = cls.home.run("start", "-D")
         if r.returncode != 0:
             raise RuntimeError(r.stderr)
@@ -425,7 +450,7 @@ class DeploymentModes(unittest.TestCase):
         other = Home("fusion")
         try:
             other.env["FUSTOR_FUSION_PORT"] = str(self.home.api_port)
-            other.put("default.yaml", SHARED.format(port=self.home.api_port))
+            other.put("default.yaml", SHARED.format(port=self.home.api_port, port2=free_port()))
             r = other.run("start", "-D")
             self.assertEqual(r.returncode, 1)
             self.assertIn("cannot start", r.stderr)
@@ -433,6 +458,17 @@ class DeploymentModes(unittest.TestCase):
             self.assertFalse(os.path.exists(other.pidfile))
         finally:
             other.cleanup()
+
+    def test_receivers_sharing_a_port_accept_their_keys(self):
+        other = f"http://127.0.0.1:{self.port2}"
+        for key, task in (("kz", "agent-z:pz"), ("kw", "agent-w:pw")):
+            a = V1Agent(other, key, task)
+            status, resp = a.create_session()
+            self.assertEqual(status, 200, resp)
+            a.close()
+        # That listener serves those receivers only.
+        status, _ = V1Agent(other, "fan", "agent-f3:fan").create_session()
+        self.assertEqual(status, 401)
 
     def test_fan_out_writes_every_view(self):
         a = V1Agent(self.url, "fan", "agent-f:fan")

@@ -577,7 +577,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                    struct fu_http_req *req, struct fu_http_resp *resp)
 {
     struct batch b = {0};
-    char *source_type = NULL, *config_yaml = NULL;
+    char *source_type = NULL, *config_yaml = NULL, *job_id = NULL;
     bool is_end = false, ok = true;
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
@@ -604,7 +604,18 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             fu_http_error(resp, 400, "events must be a list");
             ok = false;
         } else if (k_md && t == FU_JSON_OBJ_BEGIN) {
-            pick_string(&r, "config_yaml", &config_yaml);
+            while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
+                char **want = tok_is(&r, "config_yaml") ? &config_yaml
+                              : tok_is(&r, "job_id")    ? &job_id
+                                                        : NULL;
+                t = fu_jr_next(&r);
+                if (want && t == FU_JSON_STRING && !memchr(r.str, '\0', r.str_len)) {
+                    free(*want);
+                    *want = tok_dup(&r);
+                } else {
+                    skip_value(&r, t);
+                }
+            }
         } else {
             skip_value(&r, t);
         }
@@ -664,6 +675,14 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                     s->reported_config = config_yaml;
                     config_yaml = NULL;
                 }
+                /* job_complete and v1's aliases for it carry the job in their metadata. */
+                if (job_id && source_type &&
+                    (!strcmp(source_type, "job_complete") ||
+                     !strcmp(source_type, "on_demand_job") ||
+                     !strcmp(source_type, "scan_complete") ||
+                     !strcmp(source_type, "find_complete") ||
+                     !strcmp(source_type, "on_demand_jon")))
+                    fu_job_report_locked(f, job_id, sid, req->recv_time);
             }
         }
         pthread_mutex_unlock(&f->mu);
@@ -733,6 +752,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     fu_buf_free(&b.paths);
     free(source_type);
     free(config_yaml);
+    free(job_id);
 }
 
 /* ------------------------------------------------------------ consistency */

@@ -139,7 +139,66 @@ static bool path_param(struct fu_http_req *req, const char *name, struct fu_buf 
     return true;
 }
 
-static void tree(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp *resp)
+/* on_demand_scan=true: ask every agent of the view to scan the path now (v1 §3.13), and add
+ * "job_id" and "job_pending" to the answer. A path not in the view yet is not a 404 then. */
+static void on_demand(struct fu_fusion *f, struct fu_view *v, const char *path,
+                      struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    char id[16] = "";
+    pthread_mutex_lock(&f->mu);
+    struct fu_job *j = fu_job_start_locked(f, v, path, req->recv_time);
+    bool pending = j && !j->completed_at;
+    if (j)
+        snprintf(id, sizeof(id), "%s", j->id);
+    pthread_mutex_unlock(&f->mu);
+    if (!j) {
+        fu_http_error(resp, 503, "out of memory");
+        return;
+    }
+    if (resp->status == 404) {
+        resp->status = 200;
+        fu_buf_reset(&resp->body);
+        fu_buf_printf(&resp->body,
+                      "{\"job_id\":\"%s\",\"job_pending\":%s,\"message\":\"The path is not "
+                      "in the view yet; a scan was requested. Poll /jobs/%s or query again.\"}",
+                      id, pending ? "true" : "false", id);
+    } else if (resp->status == 200 && resp->body.len &&
+               resp->body.data[resp->body.len - 1] == '}') {
+        resp->body.len--; /* reopen the node object */
+        fu_buf_printf(&resp->body, ",\"job_id\":\"%s\",\"job_pending\":%s}", id,
+                      pending ? "true" : "false");
+    }
+}
+
+static void jobs(struct fu_fusion *f, struct fu_view *v, const char *id, struct fu_http_resp *resp)
+{
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    pthread_mutex_lock(&f->mu);
+    if (!id) {
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "jobs");
+        fu_jw_arr_begin(&w);
+        for (size_t i = 0; i < f->njobs; i++)
+            if (f->jobs[i]->view == v)
+                fu_job_json(f, f->jobs[i], &w);
+        fu_jw_arr_end(&w);
+        fu_jw_obj_end(&w);
+    } else {
+        const struct fu_job *j = NULL;
+        for (size_t i = 0; i < f->njobs && !j; i++)
+            if (f->jobs[i]->view == v && !strcmp(f->jobs[i]->id, id))
+                j = f->jobs[i];
+        if (j)
+            fu_job_json(f, j, &w);
+        else
+            fu_http_error(resp, 404, "job %s not found", id);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void tree(struct fu_fusion *f, struct fu_view *v, struct fu_http_req *req,
+                 struct fu_http_resp *resp)
 {
     struct fu_buf path = FU_BUF_INIT;
     if (!path_param(req, "path", &path, resp))
@@ -147,11 +206,13 @@ static void tree(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp
     int recursive = qbool(fu_http_query(req, "recursive"), true);
     int only_path = qbool(fu_http_query(req, "only_path"), false);
     int dry_run = qbool(fu_http_query(req, "dry_run"), false);
+    int scan = qbool(fu_http_query(req, "on_demand_scan"), false);
     const char *md = fu_http_query(req, "max_depth");
     const char *ps = fu_http_query(req, "entry_page_size");
     long depth = -1, page = 0;
-    if (recursive < 0 || only_path < 0 || dry_run < 0) {
-        fu_http_error(resp, 400, "recursive, only_path and dry_run take true or false");
+    if (recursive < 0 || only_path < 0 || dry_run < 0 || scan < 0) {
+        fu_http_error(resp, 400,
+                      "recursive, only_path, dry_run and on_demand_scan take true or false");
     } else if (md && *md && !qint(md, 0, 1000000, &depth)) {
         fu_http_error(resp, 400, "max_depth must be an integer >= 0");
     } else if (ps && !qint(ps, 1, 10000, &page)) {
@@ -176,6 +237,8 @@ static void tree(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp
         else
             resp->status = fu_query_tree(&v->tree, &q, &resp->body);
         pthread_rwlock_unlock(&v->lock);
+        if (scan)
+            on_demand(f, v, q.path, req, resp);
     }
     fu_buf_free(&path);
 }
@@ -297,6 +360,10 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
         sessions(f, v, resp);
         return;
     }
+    if (!strcmp(ep, "jobs") || !strncmp(ep, "jobs/", 5)) {
+        jobs(f, v, ep[4] == '/' ? ep + 5 : NULL, resp);
+        return;
+    }
     bool resyncing;
     if (strcmp(ep, "tree") && strcmp(ep, "stats") && strcmp(ep, "search")) {
         fu_http_error(resp, 404, "Not Found");
@@ -305,7 +372,7 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
     if (!ready(f, v, &resyncing, resp))
         return;
     if (!strcmp(ep, "tree")) {
-        tree(v, req, resp);
+        tree(f, v, req, resp);
     } else if (!strcmp(ep, "stats")) {
         stats(v, resyncing, req, resp);
     } else {

@@ -212,6 +212,7 @@ void fu_fusion_stop(struct fu_fusion *f)
     pthread_mutex_lock(&f->mu);
     while (f->nsessions)
         fu_session_close_locked(f, f->sessions[f->nsessions - 1]);
+    fu_jobs_free(f);
     pthread_mutex_unlock(&f->mu);
     free(f->sessions);
     for (size_t i = 0; i < f->nkeys; i++) {

@@ -7,6 +7,7 @@
 #define FU_FUSION_H
 
 #include "common/config.h"
+#include "common/json.h"
 #include "fusion/http.h"
 #include "fusion/view.h"
 
@@ -63,6 +64,17 @@ struct fu_push_key {
     int port; /* the receiver's port: its listener accepts the key */
 };
 
+/* An on-demand scan (v1 §3.13): a `scan` command sent to every session of the view's pipes,
+ * complete once each of those still alive has answered with a job_complete batch. */
+struct fu_job {
+    char id[16];
+    struct fu_view *view;
+    char *path;
+    double created_at, completed_at; /* wall clock; 0 = not completed */
+    struct fu_strv expected;         /* session ids asked to scan */
+    struct fu_strv done;             /* session ids that reported */
+};
+
 struct fu_fusion {
     struct fu_view *views;
     size_t nviews;
@@ -75,6 +87,8 @@ struct fu_fusion {
     pthread_mutex_t mu;
     struct fu_session **sessions;
     size_t nsessions, cap_sessions;
+    struct fu_job **jobs; /* under mu */
+    size_t njobs;
     pthread_t sweeper;
     bool sweeper_running;
     atomic_bool stopping;
@@ -110,6 +124,16 @@ static inline bool fu_session_leads(const struct fu_session *s)
 {
     return !strcmp(s->pipe->leader, s->id);
 }
+
+/* Jobs (jobs.c), with f->mu held. */
+struct fu_job *fu_job_start_locked(struct fu_fusion *f, struct fu_view *v, const char *path,
+                                   double now);
+void fu_job_report_locked(struct fu_fusion *f, const char *job_id, const char *session_id,
+                          double now);
+/* Completes jobs whose remaining sessions are gone; forgets old jobs. */
+void fu_jobs_sweep_locked(struct fu_fusion *f, double now);
+void fu_job_json(struct fu_fusion *f, const struct fu_job *j, struct fu_jw *w);
+void fu_jobs_free(struct fu_fusion *f);
 
 /* The HTTP entry points (api_pipe.c, api_views.c). */
 void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_resp *resp);

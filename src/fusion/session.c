@@ -110,6 +110,8 @@ void fu_session_close_locked(struct fu_fusion *f, struct fu_session *s)
 void fu_sessions_sweep(struct fu_fusion *f)
 {
     double now = fu_mono_now();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < f->nsessions;) {
         struct fu_session *s = f->sessions[i];
@@ -121,5 +123,6 @@ void fu_sessions_sweep(struct fu_fusion *f)
         }
         i++;
     }
+    fu_jobs_sweep_locked(f, (double)wall.tv_sec + wall.tv_nsec / 1e9);
     pthread_mutex_unlock(&f->mu);
 }

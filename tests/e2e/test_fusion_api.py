@@ -216,6 +216,41 @@ class FusionAPI(unittest.TestCase):
         self.assertGreaterEqual(st["audit_cycle_count"], 1)
         self.assertIsNotNone(st["last_audit_finished_at"])
 
+    def test_on_demand_scan_commands_reach_every_agent_once(self):
+        a = self.agent("push-1", "agent-od1:p1")
+        b = self.agent("push-1", "agent-od2:p1")
+        status, body, _ = self.view("v1", "tree", "read-1", path="/ondemand",
+                                    on_demand_scan="true")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(body["job_pending"])
+        job = body["job_id"]
+        for agent in (a, b):
+            status, hb = agent.heartbeat()
+            scans = [c for c in hb["commands"] if c.get("job_id") == job]
+            self.assertEqual(len(scans), 1, hb)
+            self.assertEqual((scans[0]["type"], scans[0]["path"], scans[0]["recursive"]),
+                             ("scan", "/ondemand", True))
+            status, hb = agent.heartbeat()  # delivered exactly once
+            self.assertFalse([c for c in hb["commands"] if c.get("job_id") == job])
+        status, j, _ = self.view("v1", f"jobs/{job}", "read-1")
+        self.assertEqual((j["status"], j["progress"]["total_pipes"]), ("RUNNING", 2))
+        for agent in (a, b):
+            status, resp = agent.push([event([row("/ondemand/found.txt", size=2)],
+                                             source="on_demand_job")], "on_demand_job")
+            self.assertEqual(status, 200, resp)
+            status, resp = agent.push([], "job_complete",
+                                      metadata={"scan_path": "/ondemand", "job_id": job})
+            self.assertEqual((status, resp["phase"]), (200, "job_complete"))
+        status, j, _ = self.view("v1", f"jobs/{job}", "read-1")
+        self.assertEqual((j["status"], j["progress"]["percentage"]), ("COMPLETED", 100.0))
+        status, listing, _ = self.view("v1", "jobs", "read-1")
+        self.assertIn(job, [x["job_id"] for x in listing["jobs"]])
+        status, t, _ = self.view("v1", "tree", "read-1", path="/ondemand/found.txt",
+                                 on_demand_scan="true")
+        self.assertEqual((status, t["size"]), (200, 2))
+        self.assertIn("job_id", t)
+        self.assertEqual(self.view("v1", "jobs/nope", "read-1")[0], 404)
+
     def test_invalid_utf8_names_round_trip(self):
         a = self.agent("push-1", "agent-utf:p1")
         name = b"/raw/\xe9t\xe9.txt".decode("utf-8", "surrogateescape")

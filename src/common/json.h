@@ -121,6 +121,11 @@ void fu_jw_null(struct fu_jw *w);
 /* A value that is already JSON text, copied verbatim. */
 void fu_jw_raw(struct fu_jw *w, const char *json, size_t n);
 
+/* Copies the value whose first token `t` was just read from `r` into `w`, token by token:
+ * the result is the writer's canonical form (non-UTF-8 bytes escaped, numbers normalised).
+ * Returns 0, or -1 if the reader hit an error (see r->err_msg). */
+int fu_json_copy_value(struct fu_jr *r, enum fu_json_tok t, struct fu_jw *w);
+
 /* Appends s[0..n) as a quoted JSON string: '"' and '\' escaped, control characters as \n,
  * \t, \r, \b, \f or \u00XX, valid UTF-8 copied, each other byte as \udcXX. */
 void fu_json_escape(struct fu_buf *out, const char *s, size_t n);

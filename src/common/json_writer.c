@@ -296,3 +296,51 @@ void fu_json_escape(struct fu_buf *out, const char *s, size_t n)
     out->len = (size_t)(d - out->data);
     out->data[out->len] = '\0';
 }
+
+int fu_json_copy_value(struct fu_jr *r, enum fu_json_tok t, struct fu_jw *w)
+{
+    unsigned depth = 0;
+    for (;; t = fu_jr_next(r)) {
+        switch (t) {
+        case FU_JSON_OBJ_BEGIN:
+            fu_jw_obj_begin(w);
+            depth++;
+            break;
+        case FU_JSON_ARR_BEGIN:
+            fu_jw_arr_begin(w);
+            depth++;
+            break;
+        case FU_JSON_OBJ_END:
+            fu_jw_obj_end(w);
+            depth--;
+            break;
+        case FU_JSON_ARR_END:
+            fu_jw_arr_end(w);
+            depth--;
+            break;
+        case FU_JSON_KEY:
+            fu_jw_key(w, r->str, r->str_len);
+            continue; /* a key never ends a value */
+        case FU_JSON_STRING:
+            fu_jw_str(w, r->str, r->str_len);
+            break;
+        case FU_JSON_INT:
+            fu_jw_int(w, r->i64);
+            break;
+        case FU_JSON_DOUBLE:
+            fu_jw_double(w, r->dbl);
+            break;
+        case FU_JSON_TRUE:
+        case FU_JSON_FALSE:
+            fu_jw_bool(w, t == FU_JSON_TRUE);
+            break;
+        case FU_JSON_NULL:
+            fu_jw_null(w);
+            break;
+        default:
+            return -1;
+        }
+        if (depth == 0)
+            return 0;
+    }
+}

@@ -222,56 +222,6 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
 
 #define MAX_AGENT_STATUS 65536
 
-/* Copies the value whose first token is `t` through the writer: the stored text is then our
- * own canonical JSON (bytes that are not UTF-8 escaped), whatever the client sent. */
-static void reencode_value(struct fu_jr *r, enum fu_json_tok t, struct fu_jw *w)
-{
-    unsigned depth = 0;
-    for (;; t = fu_jr_next(r)) {
-        switch (t) {
-        case FU_JSON_OBJ_BEGIN:
-            fu_jw_obj_begin(w);
-            depth++;
-            break;
-        case FU_JSON_ARR_BEGIN:
-            fu_jw_arr_begin(w);
-            depth++;
-            break;
-        case FU_JSON_OBJ_END:
-            fu_jw_obj_end(w);
-            depth--;
-            break;
-        case FU_JSON_ARR_END:
-            fu_jw_arr_end(w);
-            depth--;
-            break;
-        case FU_JSON_KEY:
-            fu_jw_key(w, r->str, r->str_len);
-            continue; /* a key is never the end of a value */
-        case FU_JSON_STRING:
-            fu_jw_str(w, r->str, r->str_len);
-            break;
-        case FU_JSON_INT:
-            fu_jw_int(w, r->i64);
-            break;
-        case FU_JSON_DOUBLE:
-            fu_jw_double(w, r->dbl);
-            break;
-        case FU_JSON_TRUE:
-        case FU_JSON_FALSE:
-            fu_jw_bool(w, t == FU_JSON_TRUE);
-            break;
-        case FU_JSON_NULL:
-            fu_jw_null(w);
-            break;
-        default:
-            return; /* an error: the caller sees it in the reader */
-        }
-        if (depth == 0)
-            return;
-    }
-}
-
 struct hb_body {
     int can_realtime;   /* -1 = not sent */
     char *agent_status; /* canonical JSON, or NULL */
@@ -298,7 +248,7 @@ static bool parse_heartbeat(struct fu_http_req *req, struct hb_body *hb, struct 
                 struct fu_buf out = FU_BUF_INIT;
                 struct fu_jw w;
                 fu_jw_init(&w, &out);
-                reencode_value(&r, t, &w);
+                fu_json_copy_value(&r, t, &w); /* our canonical JSON */
                 free(hb->agent_status);
                 hb->agent_status =
                     out.len <= MAX_AGENT_STATUS && !out.oom ? fu_buf_detach(&out) : NULL;

@@ -478,42 +478,8 @@ static void reencode(const char *doc, size_t len, struct fu_buf *out)
     struct fu_jw w;
     fu_jr_init(&r, doc, len);
     fu_jw_init(&w, out);
-    enum fu_json_tok t;
-    while ((t = fu_jr_next(&r)) > FU_JSON_EOF) {
-        switch (t) {
-        case FU_JSON_OBJ_BEGIN:
-            fu_jw_obj_begin(&w);
-            break;
-        case FU_JSON_OBJ_END:
-            fu_jw_obj_end(&w);
-            break;
-        case FU_JSON_ARR_BEGIN:
-            fu_jw_arr_begin(&w);
-            break;
-        case FU_JSON_ARR_END:
-            fu_jw_arr_end(&w);
-            break;
-        case FU_JSON_KEY:
-            fu_jw_key(&w, r.str, r.str_len);
-            break;
-        case FU_JSON_STRING:
-            fu_jw_str(&w, r.str, r.str_len);
-            break;
-        case FU_JSON_INT:
-            fu_jw_int(&w, r.i64);
-            break;
-        case FU_JSON_DOUBLE:
-            fu_jw_double(&w, r.dbl);
-            break;
-        case FU_JSON_TRUE:
-        case FU_JSON_FALSE:
-            fu_jw_bool(&w, t == FU_JSON_TRUE);
-            break;
-        default:
-            fu_jw_null(&w);
-        }
-    }
-    assert_int_equal(t, FU_JSON_EOF);
+    assert_int_equal(fu_json_copy_value(&r, fu_jr_next(&r), &w), 0);
+    assert_int_equal(fu_jr_next(&r), FU_JSON_EOF);
     fu_jr_free(&r);
 }
 

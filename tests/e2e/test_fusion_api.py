@@ -121,6 +121,9 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual(stats["total_size"], sum(range(250)) + 7)
         status, sub, _ = self.view("v2", "stats", "read-2", path="/data/sub")
         self.assertEqual(sub["total_files"], 1)
+        # /data/sub was never reported itself (mtime 0): it is the stalest directory.
+        self.assertEqual(stats["oldest_item_path"], "/data/sub")
+        self.assertGreater(stats["staleness_seconds"], 1e9)
 
         # Realtime: create, modify (partial write = suspect), delete.
         status, resp = a.push([event([row("/data/new.txt", size=5)], "insert")])

@@ -920,7 +920,7 @@ static void test_stats_of_a_subtree_equal_a_brute_force_recount(void **state)
             continue;
         size_t dl = strcmp(dirs[d], "/") ? strlen(dirs[d]) : 0;
         uint64_t files = 0, ndirs = 0, bytes = 0, suspects = 0;
-        double newest = 0;
+        double newest = 0, oldest_dir = -1;
         for (size_t i = 0; i < nall; i++) {
             if (strncmp(all[i], dirs[d], dl) || all[i][dl] != '/' || !all[i][dl + 1])
                 continue; /* not strictly below */
@@ -930,6 +930,8 @@ static void test_stats_of_a_subtree_equal_a_brute_force_recount(void **state)
             const struct fu_node *n = fu_tree_node(&t, id);
             if (n->flags & FU_N_DIR) {
                 ndirs++;
+                if (oldest_dir < 0 || n->mtime < oldest_dir)
+                    oldest_dir = n->mtime;
             } else {
                 files++;
                 bytes += n->size;
@@ -947,6 +949,17 @@ static void test_stats_of_a_subtree_equal_a_brute_force_recount(void **state)
         assert_int_equal(get(&v, "total_size")->i, (int64_t)bytes);
         assert_int_equal(get(&v, "suspect_file_count")->i, (int64_t)suspects);
         assert_true(get(&v, "latest_mtime")->d == newest);
+        if (oldest_dir < 0) {
+            assert_int_equal(get(&v, "staleness_seconds")->kind, JV_NULL);
+            assert_int_equal(get(&v, "oldest_item_path")->kind, JV_NULL);
+        } else {
+            assert_true(get(&v, "staleness_seconds")->d == 1000.25 - oldest_dir);
+            const char *op = get_str(&v, "oldest_item_path");
+            fu_nid o = look(&t, op); /* names a directory below with that mtime */
+            assert_int_not_equal(o, FU_NID_NONE);
+            assert_true(fu_tree_node(&t, o)->mtime == oldest_dir);
+            assert_int_equal(strncmp(op, dirs[d], dl), 0);
+        }
         assert_true(get(&v, "latency_ms")->d == 12.5);
         assert_true(get(&v, "logical_now")->d == 1000.25);
         assert_int_equal(get(&v, "last_audit_finished_at")->kind, JV_NULL);
@@ -975,6 +988,7 @@ static void test_stats_of_a_file_count_the_file_itself(void **state)
     assert_string_equal(fu_buf_str(&out),
                         "{\"item_count\":1,\"total_files\":1,\"total_directories\":0,"
                         "\"total_size\":77,\"suspect_file_count\":1,\"latest_mtime\":9.5,"
+                        "\"staleness_seconds\":null,\"oldest_item_path\":null,"
                         "\"has_blind_spot\":true,\"latency_ms\":0.0,\"logical_now\":0.0,"
                         "\"last_audit_finished_at\":5.0,\"audit_cycle_count\":0,"
                         "\"is_auditing\":false,\"resyncing\":false,\"path\":\"/a/f\"}");

@@ -264,19 +264,21 @@ static void test_lineage_pairs_are_interned(void **state)
 
 struct recount {
     uint64_t files, dirs, bytes, suspects;
-    double newest;
+    double newest, oldest_dir; /* oldest_dir: -1 when no directory is below */
 };
 
 /* Brute force, iteratively: the totals below `dir`. */
 static struct recount recount(const struct fu_tree *t, fu_nid dir)
 {
-    struct recount r = {0};
+    struct recount r = {0, 0, 0, 0, 0, -1};
     fu_nid cur = fu_tree_node(t, dir)->first_child;
     while (cur != FU_NID_NONE) {
         const struct fu_node *n = fu_tree_node(t, cur);
-        if (n->flags & FU_N_DIR)
+        if (n->flags & FU_N_DIR) {
             r.dirs++;
-        else {
+            if (r.oldest_dir < 0 || n->mtime < r.oldest_dir)
+                r.oldest_dir = n->mtime;
+        } else {
             r.files++;
             r.bytes += n->size;
             r.suspects += (n->flags & FU_N_SUSPECT) != 0;
@@ -313,6 +315,19 @@ static void check_invariants(const struct fu_tree *t)
             continue;
         struct recount r = recount(t, id);
         const struct fu_agg *g = fu_tree_agg(t, id);
+        double oldest = g->oldest_dir == FU_NID_NONE ? -1 : g->oldest_dir_mtime;
+        if (g->oldest_dir != FU_NID_NONE) { /* it names a live directory with that mtime */
+            const struct fu_node *o = fu_tree_node(t, g->oldest_dir);
+            assert_false(o->flags & FU_N_FREE);
+            assert_true(o->flags & FU_N_DIR);
+            assert_true(o->mtime == g->oldest_dir_mtime);
+            fu_nid up = o->parent;
+            while (up != FU_NID_NONE && up != id)
+                up = fu_tree_node(t, up)->parent;
+            assert_int_equal(up, id); /* and it lies below this directory */
+        }
+        if (oldest != r.oldest_dir)
+            fail_msg("oldest directory below %s: %g, recount %g", p.data, oldest, r.oldest_dir);
         if (g->files != r.files || g->dirs != r.dirs || g->bytes != r.bytes ||
             g->suspects != r.suspects || g->newest_mtime != r.newest)
             fail_msg("aggregate of %s: files %lu/%lu dirs %lu/%lu bytes %lu/%lu suspects "

@@ -626,8 +626,10 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
     const struct fu_node *n = fu_tree_node(t, id);
     uint64_t files, dirs, bytes, suspects;
     double newest;
+    fu_nid oldest = FU_NID_NONE;
     if (n->flags & FU_N_DIR) {
         const struct fu_agg *g = fu_tree_agg(t, id);
+        oldest = g->oldest_dir;
         files = g->files;
         dirs = g->dirs;
         bytes = g->bytes;
@@ -641,6 +643,7 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
         newest = n->mtime;
     }
     size_t start = out->len;
+    bool oom = false;
     struct fu_buf p = FU_BUF_INIT;
     fu_tree_path(t, id, &p);
     struct fu_jw w;
@@ -658,6 +661,22 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
     fu_jw_uint(&w, suspects);
     fu_jw_ckey(&w, "latest_mtime");
     fu_jw_double(&w, newest);
+    /* v1: how far the oldest directory lags the view's clock, and which it is. */
+    fu_jw_ckey(&w, "staleness_seconds");
+    if (oldest != FU_NID_NONE)
+        fu_jw_double(&w, x->logical_now - fu_tree_node(t, oldest)->mtime);
+    else
+        fu_jw_null(&w);
+    fu_jw_ckey(&w, "oldest_item_path");
+    if (oldest != FU_NID_NONE) {
+        struct fu_buf op = FU_BUF_INIT;
+        fu_tree_path(t, oldest, &op);
+        fu_jw_str(&w, fu_buf_str(&op), op.len);
+        oom |= op.oom;
+        fu_buf_free(&op);
+    } else {
+        fu_jw_null(&w);
+    }
     fu_jw_ckey(&w, "has_blind_spot");
     fu_jw_bool(&w, x->has_blind_spot);
     fu_jw_ckey(&w, "latency_ms");
@@ -678,7 +697,7 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
     fu_jw_ckey(&w, "path");
     fu_jw_str(&w, fu_buf_str(&p), p.len);
     fu_jw_obj_end(&w);
-    bool oom = p.oom || out->oom;
+    oom |= p.oom || out->oom;
     fu_buf_free(&p);
     return oom ? out_of_memory(out, start) : 200;
 }

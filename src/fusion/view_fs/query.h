@@ -13,12 +13,12 @@
 #include <stdint.h>
 
 struct fu_tree_query {
-    const char *path; /* normalised, NUL-terminated */
-    bool recursive;   /* v1 default true */
-    int max_depth;    /* -1 = unlimited; 0 = the node only; 1 = node + children; forces
-                         recursive when >= 0, as in v1 */
-    bool only_path;   /* name, content_type, path only */
-    int64_t max_items; /* max_tree_items of the view; <= 0 = unlimited */
+    const char *path;    /* normalised, NUL-terminated */
+    bool recursive;      /* v1 default true */
+    int max_depth;       /* -1 = unlimited; 0 = the node only; 1 = node + children; forces
+                            recursive when >= 0, as in v1 */
+    bool only_path;      /* name, content_type, path only */
+    int64_t max_items;   /* max_tree_items of the view; <= 0 = unlimited */
     const char *view_id; /* for the limit error body */
 };
 
@@ -49,8 +49,10 @@ struct fu_stats_extra {
 };
 
 /* GET /stats[?path=]: v1's fields, O(1) from the subtree aggregates: item_count,
- * total_files, total_directories, total_size, suspect_file_count, latest_mtime, plus the
- * extra fields, plus "path". */
+ * total_files, total_directories, total_size, suspect_file_count, latest_mtime,
+ * staleness_seconds (logical_now minus the mtime of the oldest directory below) and
+ * oldest_item_path (that directory; both null without one), plus the extra fields and
+ * "path". */
 int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_stats_extra *x,
                    struct fu_buf *out);
 
@@ -65,7 +67,7 @@ int fu_query_search(const struct fu_tree *t, const char *pattern, int64_t max_it
  * name, content_type ("directory"|"file"), path, and unless only_path: size,
  * modified_time, created_time, integrity_suspect, last_agent_id, source_uri,
  * agent_missing, and for directories audit_skipped. `scratch` is reused for the path. */
-void fu_query_node_begin(const struct fu_tree *t, fu_nid id, bool only_path,
-                         struct fu_buf *scratch, struct fu_jw *w);
+void fu_query_node_begin(const struct fu_tree *t, fu_nid id, bool only_path, struct fu_buf *scratch,
+                         struct fu_jw *w);
 
 #endif

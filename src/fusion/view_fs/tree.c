@@ -87,6 +87,7 @@ static uint32_t agg_alloc(struct fu_tree *t)
         i = t->naggs++;
     }
     memset(&t->aggs[i], 0, sizeof(t->aggs[i]));
+    t->aggs[i].oldest_dir = FU_NID_NONE;
     return i;
 }
 
@@ -149,6 +150,58 @@ static void lower_newest(struct fu_tree *t, fu_nid dir, double old)
         if (m == g->newest_mtime)
             return;
         g->newest_mtime = m;
+    }
+}
+
+/* Directory `d`, with mtime `m`, is now below `dir` (new, or its mtime fell): lower the
+ * oldest directory up the chain. */
+static void lower_oldest(struct fu_tree *t, fu_nid dir, double m, fu_nid d)
+{
+    for (fu_nid a = dir; a != FU_NID_NONE; a = fu_tree_node(t, a)->parent) {
+        struct fu_agg *g = &t->aggs[fu_tree_node(t, a)->agg];
+        if (g->oldest_dir != FU_NID_NONE && !(m < g->oldest_dir_mtime))
+            return;
+        g->oldest_dir_mtime = m;
+        g->oldest_dir = d;
+    }
+}
+
+static void subtree_oldest(const struct fu_tree *t, fu_nid dir, double *m, fu_nid *id)
+{
+    *id = FU_NID_NONE;
+    *m = 0;
+    for (fu_nid c = fu_tree_node(t, dir)->first_child; c != FU_NID_NONE;
+         c = fu_tree_node(t, c)->next) {
+        const struct fu_node *n = fu_tree_node(t, c);
+        if (!(n->flags & FU_N_DIR))
+            continue;
+        if (*id == FU_NID_NONE || n->mtime < *m) {
+            *m = n->mtime;
+            *id = c;
+        }
+        const struct fu_agg *g = &t->aggs[n->agg];
+        if (g->oldest_dir != FU_NID_NONE && g->oldest_dir_mtime < *m) {
+            *m = g->oldest_dir_mtime;
+            *id = g->oldest_dir;
+        }
+    }
+}
+
+/* A directory below `dir` whose mtime (or subtree minimum) was `old` went away or got newer:
+ * recompute the oldest where `old` was the minimum, up the chain. */
+static void raise_oldest(struct fu_tree *t, fu_nid dir, double old)
+{
+    for (fu_nid a = dir; a != FU_NID_NONE; a = fu_tree_node(t, a)->parent) {
+        struct fu_agg *g = &t->aggs[fu_tree_node(t, a)->agg];
+        if (g->oldest_dir != FU_NID_NONE && g->oldest_dir_mtime < old)
+            return; /* something older remains here, and so above */
+        double m;
+        fu_nid id;
+        subtree_oldest(t, a, &m, &id);
+        if (id == g->oldest_dir && m == g->oldest_dir_mtime)
+            return;
+        g->oldest_dir_mtime = m;
+        g->oldest_dir = id;
     }
 }
 
@@ -273,6 +326,8 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
         slot_insert(t, id);
         struct delta d = {is_dir ? 0 : 1, is_dir ? 1 : 0, 0, 0};
         propagate(t, parent, &d);
+        if (is_dir)
+            lower_oldest(t, parent, 0, id);
     }
     t->live++;
     *out = id;
@@ -326,9 +381,14 @@ void fu_tree_remove(struct fu_tree *t, fu_nid id)
     double old = n->mtime;
     if (dir && g->newest_mtime > old)
         old = g->newest_mtime;
+    double old_dir = n->mtime; /* the oldest directory this subtree held */
+    if (dir && g->oldest_dir != FU_NID_NONE && g->oldest_dir_mtime < old_dir)
+        old_dir = g->oldest_dir_mtime;
     unlink_child(t, id);
     propagate(t, parent, &d);
     lower_newest(t, parent, old);
+    if (dir)
+        raise_oldest(t, parent, old_dir);
 
     /* Free the subtree leaves-first, without recursion. */
     fu_nid cur = id;
@@ -420,6 +480,10 @@ static void set_attrs(struct fu_tree *t, fu_nid id, const struct fu_attr *a)
         raise_newest(t, parent, a->mtime);
     else if (a->mtime < old)
         lower_newest(t, parent, old);
+    if ((n->flags & FU_N_DIR) && a->mtime < old)
+        lower_oldest(t, parent, a->mtime, id);
+    else if ((n->flags & FU_N_DIR) && a->mtime > old)
+        raise_oldest(t, parent, old);
 }
 
 int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,

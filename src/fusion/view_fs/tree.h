@@ -48,8 +48,10 @@ struct fu_node {
 /* What a directory's subtree holds, excluding the directory itself. */
 struct fu_agg {
     uint64_t files, dirs, bytes;
-    uint64_t suspects;   /* files flagged FU_N_SUSPECT */
-    double newest_mtime; /* newest mtime of any entry below; 0 for an empty directory */
+    uint64_t suspects;       /* files flagged FU_N_SUSPECT */
+    double newest_mtime;     /* newest mtime of any entry below; 0 for an empty directory */
+    double oldest_dir_mtime; /* the oldest directory below (v1's staleness), when any */
+    fu_nid oldest_dir;       /* FU_NID_NONE when there is no directory below */
 };
 
 /* The attributes of an upsert. */

@@ -643,14 +643,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             fence = &p->epoch;
         for (size_t i = 0; i < p->nviews; i++) {
             struct fu_view *v = p->views[i];
-            if (b.audit_rows) {
-                pthread_rwlock_wrlock(&v->lock);
-                if (!v->is_auditing) { /* the first audit rows start the audit (v1) */
-                    v->is_auditing = true;
-                    v->last_audit_start = req->recv_time;
-                }
-                pthread_rwlock_unlock(&v->lock);
-            }
+            if (b.audit_rows) /* the first audit rows start the audit (v1) */
+                fu_view_audit_start(v, req->recv_time, false);
             if (b.n && fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time, agent,
                                      uri, fence, epoch) < 0) {
                 fu_http_error(resp, 409,
@@ -660,13 +654,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                 ok = false;
                 break;
             }
-            if (is_end && source_type && !strcmp(source_type, "audit")) {
-                pthread_rwlock_wrlock(&v->lock);
-                v->is_auditing = false;
-                v->last_audit_finished_at = req->recv_time;
-                v->audit_cycle_count++;
-                pthread_rwlock_unlock(&v->lock);
-            }
+            if (is_end && source_type && !strcmp(source_type, "audit"))
+                fu_view_audit_end(v, req->recv_time);
         }
         if (is_end && source_type && !strcmp(source_type, "snapshot")) {
             pthread_mutex_lock(&f->mu);
@@ -835,36 +824,21 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
     fu_buf_free(&b.paths);
 }
 
-static void consistency(struct fu_fusion *f, const struct fu_push_key *k, const char *what,
-                        struct fu_http_req *req, struct fu_http_resp *resp)
+static void consistency(const struct fu_push_key *k, const char *what, struct fu_http_req *req,
+                        struct fu_http_resp *resp)
 {
     struct fu_pipe_rt *p = k->pipe;
-    struct fu_jw w;
-    fu_jw_init(&w, &resp->body);
-    (void)f;
     if (!strcmp(what, "audit/start") && !strcmp(req->method, "POST")) {
-        for (size_t i = 0; i < p->nviews; i++) {
-            pthread_rwlock_wrlock(&p->views[i]->lock);
-            p->views[i]->is_auditing = true;
-            p->views[i]->last_audit_start = req->recv_time;
-            pthread_rwlock_unlock(&p->views[i]->lock);
-        }
+        for (size_t i = 0; i < p->nviews; i++)
+            fu_view_audit_start(p->views[i], req->recv_time, true);
         fu_buf_printf(&resp->body, "{\"status\":\"audit_started\",\"drivers_handled\":%zu}",
                       p->nviews);
     } else if (!strcmp(what, "audit/end") && !strcmp(req->method, "POST")) {
-        size_t handled = 0;
-        for (size_t i = 0; i < p->nviews; i++) {
-            struct fu_view *v = p->views[i];
-            pthread_rwlock_wrlock(&v->lock);
-            if (v->is_auditing) { /* idempotent, as in v1 */
-                v->is_auditing = false;
-                v->last_audit_finished_at = req->recv_time;
-                v->audit_cycle_count++;
-            }
-            handled++; /* v1 counts every handler */
-            pthread_rwlock_unlock(&v->lock);
-        }
-        fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}", handled);
+        for (size_t i = 0; i < p->nviews; i++)
+            fu_view_audit_end(p->views[i], req->recv_time);
+        /* v1 counts every handler, whether or not it was auditing. */
+        fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}",
+                      p->nviews);
     } else if (!strcmp(what, "sentinel/tasks") && !strcmp(req->method, "GET")) {
         /* The union of the suspect files of the pipe's views. */
         struct fu_buf paths = FU_BUF_INIT, path = FU_BUF_INIT;
@@ -933,7 +907,7 @@ void fu_api_pipe(struct fu_listener *l, struct fu_http_req *req, struct fu_http_
         fu_json_escape(&resp->body, k->pipe->id, strlen(k->pipe->id));
         fu_buf_puts(&resp->body, ",\"status\":\"authorized\"}");
     } else if (!strncmp(rest, "consistency/", 12)) {
-        consistency(f, k, rest + 12, req, resp);
+        consistency(k, rest + 12, req, resp);
     } else if (sscanf(rest, "ingest/%63[^/]/events%n", sid, &n) == 1 && rest[n] == '\0') {
         if (strcmp(m, "POST"))
             fu_http_error(resp, 405, "use POST");

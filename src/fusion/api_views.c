@@ -14,14 +14,6 @@
 
 #define PREFIX "/api/v1/views/"
 
-static bool feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
-{
-    for (size_t i = 0; i < p->nviews; i++)
-        if (p->views[i] == v)
-            return true;
-    return false;
-}
-
 /* 0 when `key` may read `v` (NULL: no such view), else the HTTP status to answer. */
 static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *key,
                      struct fu_http_resp *resp)
@@ -40,7 +32,7 @@ static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *k
     for (size_t i = 0; i < f->nkeys; i++)
         if (fu_key_equal(key, f->keys[i].key)) {
             known = true;
-            allowed |= feeds(f->keys[i].pipe, v);
+            allowed |= fu_pipe_feeds(f->keys[i].pipe, v);
         }
     if (!known) {
         fu_http_error(resp, 401, "Invalid or inactive X-API-Key");
@@ -66,7 +58,7 @@ static bool ready(struct fu_fusion *f, struct fu_view *v, bool *resyncing,
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < f->npipes; i++) {
         struct fu_pipe_rt *p = &f->pipes[i];
-        if (!feeds(p, v))
+        if (!fu_pipe_feeds(p, v))
             continue;
         if (p->leader[0]) {
             leader = true;
@@ -275,14 +267,14 @@ static void sessions(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp
     pthread_mutex_lock(&f->mu);
     size_t count = 0;
     for (size_t i = 0; i < f->nsessions; i++)
-        count += feeds(f->sessions[i]->pipe, v);
+        count += fu_pipe_feeds(f->sessions[i]->pipe, v);
     fu_jw_ckey(&w, "count");
     fu_jw_uint(&w, count);
     fu_jw_ckey(&w, "active_sessions");
     fu_jw_arr_begin(&w);
     for (size_t i = 0; i < f->nsessions; i++) {
         struct fu_session *s = f->sessions[i];
-        if (!feeds(s->pipe, v))
+        if (!fu_pipe_feeds(s->pipe, v))
             continue;
         bool lead = fu_session_leads(s);
         fu_jw_obj_begin(&w);

@@ -101,6 +101,15 @@ struct fu_fusion {
 int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *err, size_t errlen);
 void fu_fusion_stop(struct fu_fusion *f);
 
+/* Whether pipe p writes into view v. */
+static inline bool fu_pipe_feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
+{
+    for (size_t i = 0; i < p->nviews; i++)
+        if (p->views[i] == v)
+            return true;
+    return false;
+}
+
 /* Constant-time comparison of API keys. */
 bool fu_key_equal(const char *a, const char *b);
 /* The push key `key` as seen by listener `l`: a receiver's listener accepts the keys of the

@@ -22,14 +22,6 @@ static bool has(const struct fu_strv *v, const char *s)
     return false;
 }
 
-static bool feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
-{
-    for (size_t i = 0; i < p->nviews; i++)
-        if (p->views[i] == v)
-            return true;
-    return false;
-}
-
 static void job_free(struct fu_job *j)
 {
     free(j->path);
@@ -81,7 +73,7 @@ struct fu_job *fu_job_start_locked(struct fu_fusion *f, struct fu_view *v, const
     fu_jw_obj_end(&w);
     for (size_t i = 0; i < f->nsessions; i++) {
         struct fu_session *s = f->sessions[i];
-        if (!feeds(s->pipe, v))
+        if (!fu_pipe_feeds(s->pipe, v))
             continue;
         fu_strv_push(&s->commands, fu_buf_str(&cmd)); /* the whole view: leader and followers */
         fu_strv_push(&j->expected, s->id);

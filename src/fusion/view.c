@@ -40,6 +40,27 @@ void fu_view_free(struct fu_view *v)
     memset(v, 0, sizeof(*v));
 }
 
+void fu_view_audit_start(struct fu_view *v, double when, bool restart)
+{
+    pthread_rwlock_wrlock(&v->lock);
+    if (restart || !v->is_auditing) {
+        v->is_auditing = true;
+        v->last_audit_start = when;
+    }
+    pthread_rwlock_unlock(&v->lock);
+}
+
+void fu_view_audit_end(struct fu_view *v, double when)
+{
+    pthread_rwlock_wrlock(&v->lock);
+    if (v->is_auditing) { /* idempotent, as in v1 */
+        v->is_auditing = false;
+        v->last_audit_finished_at = when;
+        v->audit_cycle_count++;
+    }
+    pthread_rwlock_unlock(&v->lock);
+}
+
 static void apply_row(struct fu_view *v, const struct fu_row *r, const char *path, double recv_time,
                       uint16_t lineage)
 {

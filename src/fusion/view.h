@@ -42,6 +42,11 @@ struct fu_view {
     uint64_t audit_cycle_count;
 };
 
+/* Audit state, under the view's write lock. A start from the first audit rows does not
+ * restart a running audit; an explicit start does. An end outside an audit does nothing. */
+void fu_view_audit_start(struct fu_view *v, double when, bool restart);
+void fu_view_audit_end(struct fu_view *v, double when);
+
 int fu_view_init(struct fu_view *v, const char *id);
 void fu_view_free(struct fu_view *v);
 

@@ -233,12 +233,18 @@ fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size
     }
 }
 
-static void slot_insert(struct fu_tree *t, fu_nid id)
+/* The slot where node id's probe sequence starts. */
+static size_t home_of(const struct fu_tree *t, fu_nid id)
 {
     size_t len;
     const char *name = fu_tree_name(t, id, &len);
+    return slot_of(t, fu_tree_node(t, id)->parent, name, len);
+}
+
+static void slot_insert(struct fu_tree *t, fu_nid id)
+{
     size_t mask = t->nslots - 1;
-    size_t i = slot_of(t, fu_tree_node(t, id)->parent, name, len);
+    size_t i = home_of(t, id);
     while (t->slots[i] != FU_NID_NONE)
         i = (i + 1) & mask;
     t->slots[i] = id;
@@ -267,10 +273,8 @@ static int grow_slots(struct fu_tree *t)
 /* Linear probing with backward-shift deletion: no tombstones, probes stay short. */
 static void slot_remove(struct fu_tree *t, fu_nid id)
 {
-    size_t len;
-    const char *name = fu_tree_name(t, id, &len);
     size_t mask = t->nslots - 1;
-    size_t i = slot_of(t, fu_tree_node(t, id)->parent, name, len);
+    size_t i = home_of(t, id);
     while (t->slots[i] != id)
         i = (i + 1) & mask;
     for (size_t j = i;;) {
@@ -278,8 +282,7 @@ static void slot_remove(struct fu_tree *t, fu_nid id)
         fu_nid o = t->slots[j];
         if (o == FU_NID_NONE)
             break;
-        const char *on = fu_tree_name(t, o, &len);
-        size_t home = slot_of(t, fu_tree_node(t, o)->parent, on, len);
+        size_t home = home_of(t, o);
         /* Move o back to i unless its home lies cyclically in (i, j]. */
         bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {

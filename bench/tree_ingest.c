@@ -1,6 +1,9 @@
 /* Micro-benchmark of the fs view's tree: upsert 1M files shaped like the v1 benchmark
  * (1000 dirs x 4 subdirs x 250 files) from prepared paths, then measure the resident memory
- * per entry and the cost of lookups and of a full re-upsert (a second snapshot). */
+ * per entry and the cost of lookups and of a full re-upsert (a second snapshot).
+ *
+ * `bench_tree [DIRS] [unique]`: with `unique`, every file name is distinct (21 bytes), the
+ * worst case for the name heap, since interning saves nothing. */
 #include "fusion/view_fs/tree.h"
 
 #include <stdio.h>
@@ -30,6 +33,7 @@ static long rss_bytes(void)
 int main(int argc, char **argv)
 {
     size_t dirs = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000, subdirs = 4, files = 250;
+    int unique = argc > 2 && !strcmp(argv[2], "unique");
     size_t n = dirs * subdirs * files;
     /* Paths are prepared first so the timing covers the tree alone. */
     char *buf = malloc(n * 48);
@@ -41,7 +45,12 @@ int main(int argc, char **argv)
         for (size_t s = 0; s < subdirs; s++)
             for (size_t f = 0; f < files; f++) {
                 off[k++] = pos;
-                pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file_%04zu.dat", d, s, f);
+                if (unique)
+                    pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file-%012zu.dat", d, s,
+                                           k - 1);
+                else
+                    pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file_%04zu.dat", d, s,
+                                           f);
             }
     off[n] = pos;
 
@@ -78,15 +87,15 @@ int main(int argc, char **argv)
     double t_update = now() - t0;
 
     uint32_t entries = fu_tree_count(&t);
-    printf("{\"bench\":\"tree_ingest\",\"entries\":%u,\"insert_rows_per_s\":%.0f,"
+    printf("{\"bench\":\"tree_ingest\",\"names\":\"%s\",\"entries\":%u,\"insert_rows_per_s\":%.0f,"
            "\"update_rows_per_s\":%.0f,\"lookups_per_s\":%.0f,\"rss_bytes_per_entry\":%.1f,"
            "\"structure_bytes_per_entry\":%.1f}\n",
-           entries, n / t_insert, n / t_update, n / t_lookup, (double)(rss1 - rss0) / entries,
+           unique ? "unique" : "v1-shape", entries, n / t_insert, n / t_update, n / t_lookup, (double)(rss1 - rss0) / entries,
            (double)fu_tree_memory(&t) / entries);
     fprintf(stderr,
-            "tree_ingest: %u entries: insert %.2fM rows/s, re-upsert %.2fM rows/s, lookup "
+            "tree_ingest (%s names): %u entries: insert %.2fM rows/s, re-upsert %.2fM rows/s, lookup "
             "%.2fM/s; RSS %.1f B/entry (structures %.1f B/entry)\n",
-            entries, n / t_insert / 1e6, n / t_update / 1e6, n / t_lookup / 1e6,
+            unique ? "unique" : "v1-shape", entries, n / t_insert / 1e6, n / t_update / 1e6, n / t_lookup / 1e6,
             (double)(rss1 - rss0) / entries, (double)fu_tree_memory(&t) / entries);
     fu_tree_free(&t);
     free(buf);

@@ -109,6 +109,7 @@ long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const
     for (size_t i = 0; i < n; i++)
         apply_row(v, &rows[i], paths + rows[i].path_off, recv_time, lineage);
     v->rows_applied += n;
+    fu_tree_maybe_compact(&v->tree);
     pthread_rwlock_unlock(&v->lock);
     return (long)n;
 }

@@ -271,7 +271,7 @@ struct recount {
 static struct recount recount(const struct fu_tree *t, fu_nid dir)
 {
     struct recount r = {0, 0, 0, 0, 0, -1};
-    fu_nid cur = fu_tree_node(t, dir)->first_child;
+    fu_nid cur = fu_tree_first_child(t, dir);
     while (cur != FU_NID_NONE) {
         const struct fu_node *n = fu_tree_node(t, cur);
         if (n->flags & FU_N_DIR) {
@@ -285,8 +285,8 @@ static struct recount recount(const struct fu_tree *t, fu_nid dir)
         }
         if (n->mtime > r.newest)
             r.newest = n->mtime;
-        if ((n->flags & FU_N_DIR) && n->first_child != FU_NID_NONE) {
-            cur = n->first_child;
+        if (fu_tree_first_child(t, cur) != FU_NID_NONE) {
+            cur = fu_tree_first_child(t, cur);
             continue;
         }
         while (cur != FU_NID_NONE && fu_tree_node(t, cur)->next == FU_NID_NONE) {
@@ -407,6 +407,77 @@ static void test_many_entries_grow_and_shrink_the_index(void **state)
     fu_tree_free(&t);
 }
 
+static void test_equal_names_are_stored_once(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    fu_nid a = put(&t, "/a/data.csv", false, 1, 1);
+    fu_nid b = put(&t, "/b/data.csv", false, 1, 1);
+    uint64_t bytes = t.names.bytes;
+    fu_nid c = put(&t, "/a/b/data.csv", false, 1, 1);
+    assert_int_equal(fu_tree_node(&t, a)->name_off, fu_tree_node(&t, b)->name_off);
+    assert_int_equal(fu_tree_node(&t, a)->name_off, fu_tree_node(&t, c)->name_off);
+    assert_int_equal(t.names.bytes, bytes); /* /a/b/data.csv added no name */
+    /* Names of 127 and 128+ bytes take the one- and two-byte length prefixes. */
+    char p[4200];
+    for (size_t len = 126; len < 4097; len = len < 130 ? len + 1 : len * 2) {
+        p[0] = '/';
+        memset(p + 1, 'n', len);
+        p[len + 1] = '\0';
+        fu_nid id = put(&t, p, false, len, 1);
+        size_t got;
+        const char *name = fu_tree_name(&t, id, &got);
+        assert_int_equal(got, len);
+        assert_memory_equal(name, p + 1, len);
+        assert_int_equal(look(&t, p), id);
+    }
+    fu_tree_free(&t);
+}
+
+static void test_compaction_reclaims_the_names_of_deleted_entries(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    char p[64];
+    int n = 120000; /* ~2.4 MiB of distinct names */
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof(p), "/d%02d/unique-name-%07d", i % 16, i);
+        put(&t, p, false, (uint64_t)i, i);
+    }
+    assert_false(fu_tree_maybe_compact(&t)); /* nothing released yet */
+    uint64_t full = t.names.bytes;
+    for (int i = 0; i < n; i++) {
+        if (i % 10 == 0)
+            continue;
+        snprintf(p, sizeof(p), "/d%02d/unique-name-%07d", i % 16, i);
+        assert_int_equal(fu_tree_delete(&t, p, strlen(p)), 1);
+    }
+    assert_int_equal(t.names.bytes, full); /* released, not yet reclaimed */
+    assert_true(fu_tree_maybe_compact(&t));
+    assert_true(t.names.bytes < full / 8);
+    assert_false(fu_tree_maybe_compact(&t));
+    check_invariants(&t);
+    struct fu_buf b = FU_BUF_INIT;
+    for (int i = 0; i < n; i += 10) {
+        snprintf(p, sizeof(p), "/d%02d/unique-name-%07d", i % 16, i);
+        fu_nid id = look(&t, p);
+        assert_int_not_equal(id, FU_NID_NONE);
+        fu_tree_path(&t, id, &b);
+        assert_string_equal(b.data, p);
+    }
+    /* The compacted heap keeps interning: a known name is found, a new one appended. */
+    fu_nid again = put(&t, "/d03/unique-name-0000010", false, 1, 1);
+    assert_int_equal(fu_tree_node(&t, again)->name_off,
+                     fu_tree_node(&t, look(&t, "/d10/unique-name-0000010"))->name_off);
+    put(&t, "/brand/new", false, 1, 1);
+    assert_int_not_equal(look(&t, "/brand/new"), FU_NID_NONE);
+    check_invariants(&t);
+    fu_buf_free(&b);
+    fu_tree_free(&t);
+}
+
 static void test_path_normalisation_rules(void **state)
 {
     (void)state;
@@ -448,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_lineage_pairs_are_interned),
         cmocka_unit_test(test_random_workload_keeps_aggregates_exact),
         cmocka_unit_test(test_many_entries_grow_and_shrink_the_index),
+        cmocka_unit_test(test_equal_names_are_stored_once),
+        cmocka_unit_test(test_compaction_reclaims_the_names_of_deleted_entries),
         cmocka_unit_test(test_path_normalisation_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -340,7 +340,7 @@ static uint64_t count_limited(const struct fu_tree *t, fu_nid top, int limit, ui
     uint64_t count = 1;
     if (!expands(t, top, 0, limit))
         return count;
-    fu_nid cur = top, c = fu_tree_node(t, top)->first_child;
+    fu_nid cur = top, c = fu_tree_first_child(t, top);
     int depth = 0; /* of cur */
     for (;;) {
         if (c == FU_NID_NONE) {
@@ -356,7 +356,7 @@ static uint64_t count_limited(const struct fu_tree *t, fu_nid top, int limit, ui
         if (expands(t, c, depth + 1, limit)) {
             cur = c;
             depth++;
-            c = fu_tree_node(t, c)->first_child;
+            c = fu_tree_first_child(t, c);
         } else {
             c = fu_tree_node(t, c)->next;
         }
@@ -734,12 +734,14 @@ int fu_query_search(const struct fu_tree *t, const char *pattern, int64_t max_it
     bool oom = false, over = false;
 
     /* Every file, unsorted, by the sibling and parent links; `path` follows the walk. */
-    fu_nid cur = FU_NID_ROOT, c = fu_tree_node(t, FU_NID_ROOT)->first_child;
+    fu_nid cur = FU_NID_ROOT, c = fu_tree_first_child(t, FU_NID_ROOT);
     while (!oom && !over) {
         if (c == FU_NID_NONE) {
             if (cur == FU_NID_ROOT)
                 break;
-            buf_trunc(&path, path.len - 1 - fu_tree_node(t, cur)->name_len);
+            size_t name_len;
+            fu_tree_name(t, cur, &name_len);
+            buf_trunc(&path, path.len - 1 - name_len);
             c = fu_tree_node(t, cur)->next;
             cur = fu_tree_node(t, cur)->parent;
             continue;
@@ -752,7 +754,7 @@ int fu_query_search(const struct fu_tree *t, const char *pattern, int64_t max_it
         }
         if (is_dir(t, c)) {
             cur = c;
-            c = fu_tree_node(t, c)->first_child;
+            c = fu_tree_first_child(t, c);
             continue;
         }
         const char *name = path.data + plen + 1;

@@ -9,10 +9,12 @@
 
 #define NODE_CHUNK 65536u     /* nodes per arena chunk (4 MiB) */
 #define HEAP_CHUNK (1u << 20) /* bytes per name heap chunk */
-#define MAX_NAME 65535u       /* node.name_len is 16 bits */
+#define MAX_NAME 32767u       /* the longest name a 2-byte length prefix holds */
 #define LINEAGE_MAX 65535u
 
-/* ------------------------------------------------------------ arena and heap */
+_Static_assert(sizeof(struct fu_node) == 56, "the node record is 56 bytes (DESIGN budget)");
+
+/* ------------------------------------------------------------ node arena */
 
 static fu_nid node_alloc(struct fu_tree *t)
 {
@@ -36,35 +38,153 @@ static fu_nid node_alloc(struct fu_tree *t)
     return t->nnodes++;
 }
 
-static int heap_put(struct fu_tree *t, const char *name, size_t len, uint32_t *off)
+/* ------------------------------------------------------------ interned names */
+
+static inline const unsigned char *name_at(const struct fu_names *h, uint32_t off, size_t *len)
 {
-    if (!t->nheap || t->heap_used + len > HEAP_CHUNK) {
-        if (t->nheap >= UINT32_MAX / HEAP_CHUNK)
-            return -ENOMEM; /* 4 GiB of names: compaction would be due long before */
-        char **h = realloc(t->heap, (t->nheap + 1) * sizeof(*h));
-        if (!h)
-            return -ENOMEM;
-        t->heap = h;
-        h[t->nheap] = malloc(HEAP_CHUNK);
-        if (!h[t->nheap])
-            return -ENOMEM;
-        t->nheap++;
-        t->heap_used = 0;
+    const unsigned char *p = (const unsigned char *)h->chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK;
+    if (p[0] < 0x80) {
+        *len = p[0];
+        return p + 1;
     }
-    *off = (uint32_t)(t->nheap - 1) * HEAP_CHUNK + t->heap_used;
+    *len = (size_t)(p[0] & 0x7F) | (size_t)p[1] << 7;
+    return p + 2;
+}
+
+static int names_append(struct fu_names *h, const char *name, size_t len, uint32_t *off)
+{
+    size_t need = len + (len < 0x80 ? 1 : 2);
+    if (!h->nchunks || h->used + need > HEAP_CHUNK) {
+        if (h->nchunks >= UINT32_MAX / HEAP_CHUNK)
+            return -ENOMEM; /* 4 GiB of distinct names */
+        char **c = realloc(h->chunks, (h->nchunks + 1) * sizeof(*c));
+        if (!c)
+            return -ENOMEM;
+        h->chunks = c;
+        c[h->nchunks] = malloc(HEAP_CHUNK);
+        if (!c[h->nchunks])
+            return -ENOMEM;
+        h->nchunks++;
+        h->used = 0;
+    }
+    *off = (uint32_t)(h->nchunks - 1) * HEAP_CHUNK + h->used;
+    unsigned char *p = (unsigned char *)h->chunks[h->nchunks - 1] + h->used;
+    if (len < 0x80) {
+        *p++ = (unsigned char)len;
+    } else {
+        *p++ = (unsigned char)(0x80 | (len & 0x7F));
+        *p++ = (unsigned char)(len >> 7);
+    }
     if (len)
-        memcpy(t->heap[t->nheap - 1] + t->heap_used, name, len);
-    t->heap_used += (uint32_t)len;
+        memcpy(p, name, len);
+    h->used += (uint32_t)need;
+    h->bytes += need;
     return 0;
+}
+
+static void names_slot_insert(struct fu_names *h, uint32_t off)
+{
+    size_t len, mask = h->nslots - 1;
+    const unsigned char *name = name_at(h, off, &len);
+    size_t i = (size_t)XXH3_64bits(name, len) & mask;
+    while (h->slots[i] != UINT32_MAX)
+        i = (i + 1) & mask;
+    h->slots[i] = off;
+    h->nused++;
+}
+
+static int names_grow(struct fu_names *h)
+{
+    size_t n = h->nslots ? h->nslots * 2 : 1024;
+    uint32_t *s = malloc(n * sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    memset(s, 0xFF, n * sizeof(*s));
+    uint32_t *old = h->slots;
+    size_t oldn = h->nslots;
+    h->slots = s;
+    h->nslots = n;
+    h->nused = 0;
+    for (size_t i = 0; i < oldn; i++)
+        if (old[i] != UINT32_MAX)
+            names_slot_insert(h, old[i]);
+    free(old);
+    return 0;
+}
+
+/* The offset of `name` in the heap, appending it when it is not there yet. */
+static int names_intern(struct fu_names *h, const char *name, size_t len, uint32_t *off)
+{
+    if ((h->nused + 1) * 4 > h->nslots * 3 && names_grow(h) < 0)
+        return -ENOMEM;
+    size_t mask = h->nslots - 1;
+    size_t i = (size_t)XXH3_64bits(name, len) & mask;
+    for (; h->slots[i] != UINT32_MAX; i = (i + 1) & mask) {
+        size_t l;
+        const unsigned char *p = name_at(h, h->slots[i], &l);
+        if (l == len && !memcmp(p, name, len)) {
+            *off = h->slots[i];
+            return 0;
+        }
+    }
+    if (names_append(h, name, len, off) < 0)
+        return -ENOMEM;
+    h->slots[i] = *off;
+    h->nused++;
+    return 0;
+}
+
+static void names_free(struct fu_names *h)
+{
+    for (size_t i = 0; i < h->nchunks; i++)
+        free(h->chunks[i]);
+    free(h->chunks);
+    free(h->slots);
+    memset(h, 0, sizeof(*h));
 }
 
 const char *fu_tree_name(const struct fu_tree *t, fu_nid id, size_t *len)
 {
-    const struct fu_node *n = fu_tree_node(t, id);
-    *len = n->name_len;
-    if (!t->nheap)
-        return "";
-    return t->heap[n->name_off / HEAP_CHUNK] + n->name_off % HEAP_CHUNK;
+    return (const char *)name_at(&t->names, fu_tree_node(t, id)->name_off, len);
+}
+
+int fu_tree_compact(struct fu_tree *t)
+{
+    struct fu_names fresh = {0};
+    uint32_t *offs = malloc((t->nnodes ? t->nnodes : 1) * sizeof(*offs));
+    if (!offs)
+        return -ENOMEM;
+    /* Intern every live name into a new heap first, so a failure changes nothing. */
+    for (fu_nid id = 0; id < t->nnodes; id++) {
+        if (fu_tree_node(t, id)->flags & FU_N_FREE)
+            continue;
+        size_t len;
+        const char *name = fu_tree_name(t, id, &len);
+        if (names_intern(&fresh, name, len, &offs[id]) < 0) {
+            names_free(&fresh);
+            free(offs);
+            return -ENOMEM;
+        }
+    }
+    for (fu_nid id = 0; id < t->nnodes; id++) {
+        struct fu_node *n = fu_tree_node(t, id);
+        if (!(n->flags & FU_N_FREE))
+            n->name_off = offs[id];
+    }
+    free(offs);
+    names_free(&t->names);
+    t->names = fresh;
+    t->released_names = 0;
+    t->released_nodes = 0;
+    return 0;
+}
+
+bool fu_tree_maybe_compact(struct fu_tree *t)
+{
+    if ((uint64_t)t->released_nodes * 4 < t->live || t->released_names * 2 < t->names.bytes ||
+        t->released_names < (1u << 20))
+        return false;
+    return fu_tree_compact(t) == 0;
 }
 
 /* ------------------------------------------------------------ aggregates */
@@ -88,6 +208,7 @@ static uint32_t agg_alloc(struct fu_tree *t)
     }
     memset(&t->aggs[i], 0, sizeof(t->aggs[i]));
     t->aggs[i].oldest_dir = FU_NID_NONE;
+    t->aggs[i].first_child = FU_NID_NONE;
     return i;
 }
 
@@ -127,7 +248,7 @@ static void raise_newest(struct fu_tree *t, fu_nid dir, double m)
 static double subtree_newest(const struct fu_tree *t, fu_nid dir)
 {
     double m = 0;
-    for (fu_nid c = fu_tree_node(t, dir)->first_child; c != FU_NID_NONE;
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE;
          c = fu_tree_node(t, c)->next) {
         const struct fu_node *n = fu_tree_node(t, c);
         if (n->mtime > m)
@@ -170,7 +291,7 @@ static void subtree_oldest(const struct fu_tree *t, fu_nid dir, double *m, fu_ni
 {
     *id = FU_NID_NONE;
     *m = 0;
-    for (fu_nid c = fu_tree_node(t, dir)->first_child; c != FU_NID_NONE;
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE;
          c = fu_tree_node(t, c)->next) {
         const struct fu_node *n = fu_tree_node(t, c);
         if (!(n->flags & FU_N_DIR))
@@ -214,11 +335,11 @@ static size_t slot_of(const struct fu_tree *t, fu_nid parent, const char *name, 
 
 static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const char *name, size_t len)
 {
-    const struct fu_node *n = fu_tree_node(t, id);
-    if (n->parent != parent || n->name_len != len)
+    if (fu_tree_node(t, id)->parent != parent)
         return false;
     size_t l;
-    return !memcmp(fu_tree_name(t, id, &l), name, len);
+    const char *n = fu_tree_name(t, id, &l);
+    return l == len && !memcmp(n, name, len);
 }
 
 fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len)
@@ -309,10 +430,9 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
     struct fu_node *n = fu_tree_node(t, id);
     memset(n, 0, sizeof(*n));
     n->parent = parent;
-    n->first_child = n->next = n->prev = FU_NID_NONE;
-    n->name_len = (uint16_t)len;
+    n->next = n->prev = FU_NID_NONE;
     n->agg = UINT32_MAX;
-    if (heap_put(t, name, len, &n->name_off) < 0 ||
+    if (names_intern(&t->names, name, len, &n->name_off) < 0 ||
         (is_dir && (n->agg = agg_alloc(t)) == UINT32_MAX)) {
         n->flags = FU_N_FREE;
         n->next = t->free_head;
@@ -321,7 +441,8 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
     }
     n->flags = is_dir ? FU_N_DIR : 0;
     if (parent != FU_NID_NONE) {
-        struct fu_node *p = fu_tree_node(t, parent);
+        /* After agg_alloc: it may have moved the aggregate records. */
+        struct fu_agg *p = &t->aggs[fu_tree_node(t, parent)->agg];
         n->next = p->first_child;
         if (p->first_child != FU_NID_NONE)
             fu_tree_node(t, p->first_child)->prev = id;
@@ -343,7 +464,10 @@ static void node_release(struct fu_tree *t, fu_nid id)
     struct fu_node *n = fu_tree_node(t, id);
     if (n->parent != FU_NID_NONE)
         slot_remove(t, id);
-    t->heap_garbage += n->name_len;
+    size_t len;
+    fu_tree_name(t, id, &len);
+    t->released_names += len + (len < 0x80 ? 1 : 2);
+    t->released_nodes++;
     if (n->flags & FU_N_DIR)
         agg_release(t, n->agg);
     n->flags = FU_N_FREE;
@@ -358,7 +482,7 @@ static void unlink_child(struct fu_tree *t, fu_nid id)
     if (n->prev != FU_NID_NONE)
         fu_tree_node(t, n->prev)->next = n->next;
     else
-        fu_tree_node(t, n->parent)->first_child = n->next;
+        t->aggs[fu_tree_node(t, n->parent)->agg].first_child = n->next;
     if (n->next != FU_NID_NONE)
         fu_tree_node(t, n->next)->prev = n->prev;
     n->prev = n->next = FU_NID_NONE;
@@ -368,8 +492,8 @@ void fu_tree_remove(struct fu_tree *t, fu_nid id)
 {
     struct fu_node *n = fu_tree_node(t, id);
     if (id == FU_NID_ROOT) {
-        while (n->first_child != FU_NID_NONE)
-            fu_tree_remove(t, n->first_child);
+        while (fu_tree_first_child(t, id) != FU_NID_NONE)
+            fu_tree_remove(t, fu_tree_first_child(t, id));
         return;
     }
     fu_nid parent = n->parent;
@@ -396,8 +520,8 @@ void fu_tree_remove(struct fu_tree *t, fu_nid id)
     /* Free the subtree leaves-first, without recursion. */
     fu_nid cur = id;
     for (;;) {
-        while (fu_tree_node(t, cur)->first_child != FU_NID_NONE)
-            cur = fu_tree_node(t, cur)->first_child;
+        while (fu_tree_first_child(t, cur) != FU_NID_NONE)
+            cur = fu_tree_first_child(t, cur);
         if (cur == id) {
             node_release(t, cur);
             return;
@@ -405,7 +529,7 @@ void fu_tree_remove(struct fu_tree *t, fu_nid id)
         struct fu_node *c = fu_tree_node(t, cur);
         fu_nid p = c->parent;
         fu_nid next = c->next;
-        fu_tree_node(t, p)->first_child = next;
+        t->aggs[fu_tree_node(t, p)->agg].first_child = next;
         if (next != FU_NID_NONE)
             fu_tree_node(t, next)->prev = FU_NID_NONE;
         node_release(t, cur);
@@ -433,9 +557,7 @@ void fu_tree_free(struct fu_tree *t)
     for (size_t i = 0; i < t->nchunks; i++)
         free(t->chunks[i]);
     free(t->chunks);
-    for (size_t i = 0; i < t->nheap; i++)
-        free(t->heap[i]);
-    free(t->heap);
+    names_free(&t->names);
     free(t->slots);
     free(t->aggs);
     fu_strv_free(&t->lineages);
@@ -567,8 +689,11 @@ void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out)
         return;
     }
     size_t total = 0;
-    for (fu_nid a = id; a != FU_NID_ROOT; a = fu_tree_node(t, a)->parent)
-        total += 1 + fu_tree_node(t, a)->name_len;
+    for (fu_nid a = id; a != FU_NID_ROOT; a = fu_tree_node(t, a)->parent) {
+        size_t l;
+        fu_tree_name(t, a, &l);
+        total += 1 + l;
+    }
     if (fu_buf_grow(out, total) < 0)
         return;
     char *end = out->data + total;
@@ -595,15 +720,14 @@ static int cmp_names(const void *a, const void *b, void *ctx)
 
 size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out)
 {
-    const struct fu_node *d = fu_tree_node(t, dir);
     size_t n = 0;
-    for (fu_nid c = d->first_child; c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
         n++;
     fu_nid *v = malloc((n ? n : 1) * sizeof(*v));
     if (!v)
         return (size_t)-1;
     size_t i = 0;
-    for (fu_nid c = d->first_child; c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
         v[i++] = c;
     qsort_r(v, n, sizeof(*v), cmp_names, (void *)t);
     *out = v;
@@ -643,7 +767,7 @@ void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **age
 size_t fu_tree_memory(const struct fu_tree *t)
 {
     size_t m = t->nchunks * (size_t)NODE_CHUNK * sizeof(struct fu_node);
-    m += t->nheap * (size_t)HEAP_CHUNK;
+    m += t->names.nchunks * (size_t)HEAP_CHUNK + t->names.nslots * sizeof(uint32_t);
     m += t->nslots * sizeof(uint32_t);
     m += t->aggs_cap * sizeof(struct fu_agg);
     return m;

@@ -1,9 +1,13 @@
-/* The fs view's tree: fixed-size node records in a chunked arena, names in a chunked byte
- * heap, one open-addressing hash index keyed by (parent, name), and per-directory aggregates
- * of the whole subtree kept up to date on every change, so stats of any subtree are O(1).
+/* The fs view's tree: fixed-size node records in a chunked arena, interned names in a chunked
+ * byte heap, one open-addressing hash index keyed by (parent, name), and per-directory
+ * aggregates of the whole subtree kept up to date on every change, so stats of any subtree are
+ * O(1).
  *
- * Budget (DESIGN.md): <= 100 bytes per entry including indexes. A node is 64 bytes; the hash
- * slot is 4 bytes at a load of at most 3/4; the name is stored once, unprefixed.
+ * Budget (DESIGN.md): <= 100 bytes per entry including indexes. A node is 56 bytes; the
+ * (parent, name) index costs 4 bytes a slot at a load of at most 3/4. A name is stored once per
+ * distinct name, however many directories hold it ("file_0001.dat" in 4000 directories costs
+ * 14 bytes, not 56,000): a 1-2 byte length prefix, the bytes, and a 4-byte slot in the intern
+ * index. Names of deleted nodes are reclaimed by fu_tree_maybe_compact().
  *
  * Not thread-safe: the view wraps it in its read/write lock. Node ids are stable while the
  * node lives; a deleted node's id is reused. */
@@ -30,23 +34,22 @@ enum {
 };
 
 struct fu_node {
-    fu_nid parent;      /* FU_NID_NONE for the root */
-    uint32_t name_off;  /* into the name heap */
-    fu_nid first_child; /* directories: first of a doubly linked sibling list */
-    fu_nid next, prev;  /* siblings; next also links the free list */
-    uint32_t agg;       /* directories: index of their aggregate record */
-    uint16_t name_len;
-    uint16_t flags;   /* FU_N_* */
-    uint16_t lineage; /* index into the lineage table (last agent id, source uri) */
-    uint16_t pad;
+    fu_nid parent;     /* FU_NID_NONE for the root */
+    uint32_t name_off; /* an interned name in the name heap */
+    fu_nid next, prev; /* siblings; next also links the free list */
+    uint32_t agg;      /* directories: index of their aggregate record */
+    uint16_t flags;    /* FU_N_* */
+    uint16_t lineage;  /* index into the lineage table (last agent id, source uri) */
     uint64_t size;
     double mtime;   /* modified_time as reported */
     double ctime;   /* created_time (st_ctime in v1) */
     double updated; /* last realtime confirmation (receive time); 0 if only scanned */
 };
 
-/* What a directory's subtree holds, excluding the directory itself. */
+/* What a directory's subtree holds, excluding the directory itself, and where its children
+ * start. Only directories have one, so files do not pay for it. */
 struct fu_agg {
+    fu_nid first_child;      /* first of a doubly linked sibling list */
     uint64_t files, dirs, bytes;
     uint64_t suspects;       /* files flagged FU_N_SUSPECT */
     double newest_mtime;     /* newest mtime of any entry below; 0 for an empty directory */
@@ -62,17 +65,28 @@ struct fu_attr {
     uint16_t lineage;
 };
 
+/* The interned name heap: entries of a length prefix (1 byte below 128, else 2) and the bytes,
+ * never spanning a chunk; offsets are global. `slots` indexes the entries by content. */
+struct fu_names {
+    char **chunks;
+    size_t nchunks;
+    uint32_t used;   /* bytes used in the last chunk */
+    uint64_t bytes;  /* bytes of all entries */
+    uint32_t *slots; /* entry offsets, UINT32_MAX when empty */
+    size_t nslots;   /* a power of two */
+    size_t nused;
+};
+
 struct fu_tree {
     struct fu_node **chunks; /* node arena: chunks of FU_TREE_CHUNK nodes */
     size_t nchunks;
     uint32_t nnodes;  /* records handed out, live or free */
     fu_nid free_head; /* free list through node.next */
     uint32_t live;    /* live nodes, root included */
-    char **heap;      /* name heap chunks */
-    size_t nheap;
-    uint32_t heap_used;    /* bytes used in the last chunk */
-    uint64_t heap_garbage; /* bytes of names of deleted nodes (reclaimed by compaction) */
-    uint32_t *slots;       /* hash index: node ids, FU_NID_NONE when empty */
+    struct fu_names names;
+    uint64_t released_names; /* name bytes of nodes freed since the last compaction */
+    uint32_t released_nodes; /* nodes freed since the last compaction */
+    uint32_t *slots;         /* hash index: node ids, FU_NID_NONE when empty */
     size_t nslots;         /* a power of two */
     size_t used_slots;
     struct fu_agg *aggs; /* aggregate records of directories */
@@ -89,6 +103,11 @@ static inline struct fu_node *fu_tree_node(const struct fu_tree *t, fu_nid id)
     return &t->chunks[id >> 16][id & 0xFFFF];
 }
 const char *fu_tree_name(const struct fu_tree *t, fu_nid id, size_t *len);
+static inline fu_nid fu_tree_first_child(const struct fu_tree *t, fu_nid id)
+{
+    const struct fu_node *n = fu_tree_node(t, id);
+    return (n->flags & FU_N_DIR) ? t->aggs[n->agg].first_child : FU_NID_NONE;
+}
 static inline const struct fu_agg *fu_tree_agg(const struct fu_tree *t, fu_nid dir)
 {
     return &t->aggs[fu_tree_node(t, dir)->agg];
@@ -122,6 +141,14 @@ uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *so
 /* The pair behind a lineage index (NULL strings for 0). */
 void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **agent_id,
                          const char **source_uri);
+
+/* Rebuilds the name heap from the live nodes when enough names were released since the last
+ * time that it may pay: at least a quarter of the live nodes and half the heap's bytes. The
+ * cost is amortised O(1) per deletion. Node ids do not change, but name pointers from
+ * fu_tree_name() do: call it between operations, never while holding one. Returns true when it
+ * compacted. fu_tree_compact() does it unconditionally; -ENOMEM leaves the tree unchanged. */
+bool fu_tree_maybe_compact(struct fu_tree *t);
+int fu_tree_compact(struct fu_tree *t);
 
 /* Live entries (the root included), and the bytes the structure holds. */
 static inline uint32_t fu_tree_count(const struct fu_tree *t)

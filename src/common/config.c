@@ -1022,7 +1022,7 @@ static void dump_field(struct fu_jw *w, const struct fu_field *f, const void *p,
         fu_jw_obj_begin(w);
         for (size_t i = 0; i < v->n; i++) {
             const struct fu_cfg_item *it = at_off(v->v, i * f->sub->size);
-            fu_jw_ckey(w, it->id);
+            fu_jw_key(w, it->id, strlen(it->id));
             dump_obj(w, f->sub, it, redact);
         }
         fu_jw_obj_end(w);

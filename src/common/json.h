@@ -108,6 +108,8 @@ void fu_jw_obj_end(struct fu_jw *w);
 void fu_jw_arr_begin(struct fu_jw *w);
 void fu_jw_arr_end(struct fu_jw *w);
 void fu_jw_key(struct fu_jw *w, const char *k, size_t n);
+/* A key the program spells (an identifier: no quote, backslash, control or non-ASCII byte):
+ * written as is, without escaping. Keys that come from input go through fu_jw_key. */
 void fu_jw_ckey(struct fu_jw *w, const char *k);
 void fu_jw_str(struct fu_jw *w, const char *s, size_t n);
 void fu_jw_cstr(struct fu_jw *w, const char *s); /* NULL writes null */

@@ -22,7 +22,7 @@ void fu_jw_init(struct fu_jw *w, struct fu_buf *out)
 }
 
 /* Called before every value and key. */
-static void sep(struct fu_jw *w)
+static inline __attribute__((always_inline)) void sep(struct fu_jw *w)
 {
     if (w->after_key)
         w->after_key = false;
@@ -73,7 +73,18 @@ void fu_jw_key(struct fu_jw *w, const char *k, size_t n)
 
 void fu_jw_ckey(struct fu_jw *w, const char *k)
 {
-    fu_jw_key(w, k, strlen(k));
+    sep(w);
+    size_t n = strlen(k);
+    if (n + 3 >= w->out->cap - w->out->len && fu_buf_grow(w->out, n + 3) < 0)
+        return;
+    char *d = w->out->data + w->out->len;
+    d[0] = '"';
+    memcpy(d + 1, k, n);
+    d[n + 1] = '"';
+    d[n + 2] = ':';
+    d[n + 3] = '\0';
+    w->out->len += n + 3;
+    w->after_key = true;
 }
 
 void fu_jw_str(struct fu_jw *w, const char *s, size_t n)
@@ -220,7 +231,8 @@ void fu_json_escape(struct fu_buf *out, const char *s, size_t n)
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
     /* Reserve the worst case (every byte as a 6-byte escape) and write in place. */
-    if (n > (SIZE_MAX - 3) / 6 || fu_buf_grow(out, n * 6 + 2) < 0) {
+    if (n > (SIZE_MAX - 3) / 6 ||
+        (n * 6 + 2 >= out->cap - out->len && fu_buf_grow(out, n * 6 + 2) < 0)) {
         out->oom = true;
         return;
     }

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,6 +317,7 @@ struct batch {
     size_t skipped;
     bool has_scan_rows; /* snapshot or audit rows: leader only */
     bool audit_rows;
+    double storage_now; /* the last event's index (ms of the agent's storage clock), in s */
 };
 
 static int src_of(const struct fu_jr *r)
@@ -355,6 +357,7 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
                   : tok_is(r, "is_atomic_write")                     ? 6
                   : tok_is(r, "audit_skipped")                       ? 7
                   : tok_is(r, "parent_mtime")                        ? 8
+                  : tok_is(r, "parent_path")                         ? 9
                                                                      : 0;
         t = fu_jr_next(r);
         double d;
@@ -395,6 +398,8 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
             }
             break;
         case 3:
+            if (t == FU_JSON_NULL) /* deletes may carry "modified_time": null */
+                break;
             ok = ok && num_of(r, t, &row->mtime);
             have_mtime = true;
             break;
@@ -420,6 +425,9 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
             if (num_of(r, t, &d))
                 row->parent_mtime = d;
             break;
+        case 9: /* its presence turns on the parent-mtime check; the row's own path names it */
+            row->has_parent = t == FU_JSON_STRING;
+            break;
         default:
             skip_value(r, t);
         }
@@ -428,6 +436,7 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
     }
     if (!have_path)
         return false;
+    row->has_mtime = have_mtime;
     /* Deletes need only the path; upserts need the v1 required fields. */
     row->op = (have_size && have_mtime && have_dir) ? FU_ROW_UPSERT : FU_ROW_DELETE;
     return ok;
@@ -448,9 +457,12 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
         int op = -2, src = FU_SRC_REALTIME; /* -2: event_type missing */
         while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
             bool k_type = tok_is(r, "event_type"), k_src = tok_is(r, "message_source");
-            bool k_rows = tok_is(r, "rows");
+            bool k_rows = tok_is(r, "rows"), k_index = tok_is(r, "index");
             t = fu_jr_next(r);
-            if (k_type) {
+            double idx;
+            if (k_index && num_of(r, t, &idx)) {
+                b->storage_now = idx / 1000.0;
+            } else if (k_type) {
                 op = t != FU_JSON_STRING                                    ? -1
                      : r->str_len == 6 && !strncasecmp(r->str, "delete", 6) ? FU_ROW_DELETE
                      : (r->str_len == 6 && !strncasecmp(r->str, "insert", 6)) ||
@@ -638,15 +650,19 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         pthread_mutex_unlock(&f->mu);
     }
     if (ok) {
+        /* The agent's view of the storage clock seeds the logical clock; a value a year
+         * away from ours is not a clock (some clients number their events instead). */
+        double storage_now =
+            fabs(b.storage_now - req->recv_time) < 366 * 86400.0 ? b.storage_now : 0;
         const _Atomic uint64_t *fence = NULL; /* snapshot and audit rows: leader only */
         if (b.has_scan_rows)
             fence = &p->epoch;
         for (size_t i = 0; i < p->nviews; i++) {
             struct fu_view *v = p->views[i];
             if (b.audit_rows) /* the first audit rows start the audit (v1) */
-                fu_view_audit_start(v, req->recv_time, false);
-            if (b.n && fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time, agent,
-                                     uri, fence, epoch) < 0) {
+                fu_view_audit_start(v, req->recv_time, false, p->id, epoch);
+            if (b.n && fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time,
+                                     storage_now, agent, uri, fence, epoch) < 0) {
                 fu_http_error(resp, 409,
                               "session %s lost the leadership of pipe %s while its batch "
                               "waited (epoch %llu is over)",
@@ -697,15 +713,13 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
 /* ------------------------------------------------------------ consistency */
 
 /* POST consistency/sentinel/feedback: the leader's fresh stat of suspect files,
- * {"type":"suspect_update","updates":[{"path","mtime","size","status"}]}. A suspect file whose
- * size or mtime changed takes the new values (as an on-demand scan would report them); files
- * that are not suspect, and "missing" reports, are left alone as in v1. When a stable suspect
- * is cleared is decided by the suspect timers of the arbitration issue. */
+ * {"type":"suspect_update","updates":[{"path","mtime","size","status"}]}, applied per view by
+ * fu_fs_sentinel (v1 update_suspect, with its skew-tolerant stability test). */
 struct report {
     size_t path_off, path_len;
     double mtime;
     uint64_t size;
-    bool have_size;
+    bool have_size, missing;
 };
 
 static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
@@ -763,7 +777,8 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                         skip_value(&r, t);
                     }
                 }
-                if (have_path && exists && row.mtime >= 0) {
+                row.missing = !exists;
+                if (have_path && (!exists || row.mtime >= 0)) {
                     if (b.n == b.cap) {
                         size_t cap = b.cap ? b.cap * 2 : 64;
                         struct report *v = realloc(b.v, cap * sizeof(*v));
@@ -794,28 +809,16 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
     size_t views_updated = 0;
     for (size_t i = 0; ok && i < p->nviews; i++) {
         struct fu_view *v = p->views[i];
-        size_t changed = 0;
+        size_t hits = 0;
         pthread_rwlock_wrlock(&v->lock);
         for (size_t k = 0; k < b.n; k++) {
             const struct report *row = &b.v[k];
-            const char *path = fu_buf_str(&b.paths) + row->path_off;
-            fu_nid id = fu_tree_lookup(&v->tree, path, row->path_len);
-            if (id == FU_NID_NONE)
-                continue;
-            const struct fu_node *n = fu_tree_node(&v->tree, id);
-            if (!(n->flags & FU_N_SUSPECT) || (n->flags & FU_N_DIR))
-                continue;
-            uint64_t size = row->have_size ? row->size : n->size;
-            if (n->mtime == row->mtime && n->size == size)
-                continue;
-            struct fu_attr a = {
-                .size = size, .mtime = row->mtime, .ctime = n->ctime, .lineage = n->lineage};
-            fu_nid out;
-            fu_tree_upsert(&v->tree, path, row->path_len, false, &a, &out);
-            changed++;
+            hits += fu_fs_sentinel(&v->fs, fu_buf_str(&b.paths) + row->path_off, row->path_len,
+                                   row->mtime, row->have_size, row->size, row->missing,
+                                   req->recv_time);
         }
         pthread_rwlock_unlock(&v->lock);
-        views_updated += changed > 0;
+        views_updated += hits > 0;
     }
     if (ok)
         fu_buf_printf(&resp->body, "{\"status\":\"processed\",\"drivers_updated\":%zu}",
@@ -829,8 +832,9 @@ static void consistency(const struct fu_push_key *k, const char *what, struct fu
 {
     struct fu_pipe_rt *p = k->pipe;
     if (!strcmp(what, "audit/start") && !strcmp(req->method, "POST")) {
+        uint64_t epoch = atomic_load(&p->epoch);
         for (size_t i = 0; i < p->nviews; i++)
-            fu_view_audit_start(p->views[i], req->recv_time, true);
+            fu_view_audit_start(p->views[i], req->recv_time, true, p->id, epoch);
         fu_buf_printf(&resp->body, "{\"status\":\"audit_started\",\"drivers_handled\":%zu}",
                       p->nviews);
     } else if (!strcmp(what, "audit/end") && !strcmp(req->method, "POST")) {
@@ -848,16 +852,7 @@ static void consistency(const struct fu_push_key *k, const char *what, struct fu
         for (size_t i = 0; i < p->nviews; i++) {
             struct fu_view *v = p->views[i];
             pthread_rwlock_rdlock(&v->lock);
-            if (fu_tree_agg(&v->tree, FU_NID_ROOT)->suspects) {
-                for (fu_nid id = 0; id < v->tree.nnodes; id++) {
-                    const struct fu_node *n = fu_tree_node(&v->tree, id);
-                    if ((n->flags & FU_N_FREE) || !(n->flags & FU_N_SUSPECT))
-                        continue;
-                    fu_tree_path(&v->tree, id, &path);
-                    fu_jw_str(&pw, path.data, path.len);
-                    count++;
-                }
-            }
+            fu_fs_write_suspect_paths(&v->fs, &pw, &count);
             pthread_rwlock_unlock(&v->lock);
         }
         if (count) {

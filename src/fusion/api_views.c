@@ -243,17 +243,128 @@ static void stats(struct fu_view *v, bool resyncing, struct fu_http_req *req,
         return;
     pthread_rwlock_rdlock(&v->lock);
     struct fu_stats_extra x = {
-        .latency_ms = v->last_event_latency_ms,
-        .logical_now = req->recv_time,
-        .last_audit_finished_at = v->last_audit_finished_at,
-        .audit_cycle_count = v->audit_cycle_count,
-        .is_auditing = v->is_auditing,
-        .has_blind_spot = false, /* blind spots arrive with the arbitration issue */
+        .latency_ms = v->fs.latency_ms,
+        .logical_now = fu_fs_logical_now(&v->fs, req->recv_time),
+        .last_audit_finished_at = v->fs.audit_finished_at,
+        .audit_cycle_count = v->fs.audit_cycles,
+        .is_auditing = v->fs.auditing,
+        .has_blind_spot = fu_fs_has_blind_spot(&v->fs),
         .resyncing = resyncing,
     };
     resp->status = fu_query_stats(&v->tree, fu_buf_str(&path), &x, &resp->body);
     pthread_rwlock_unlock(&v->lock);
     fu_buf_free(&path);
+}
+
+/* Whether `key` is a push key of a pipe feeding `v`: what may write through the view API. */
+static bool may_write(struct fu_fusion *f, const struct fu_view *v, const char *key)
+{
+    for (size_t i = 0; i < f->nkeys; i++)
+        if (fu_key_equal(key, f->keys[i].key) && fu_pipe_feeds(f->keys[i].pipe, v))
+            return true;
+    return false;
+}
+
+/* PUT suspect-list: {"updates": [{"path", "mtime" | "current_mtime"}]}, each applied as
+ * sentinel feedback without a size (v1). */
+static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
+    struct fu_buf path = FU_BUF_INIT, norm = FU_BUF_INIT;
+    size_t updated = 0;
+    bool ok = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN, have_updates = false;
+    enum fu_json_tok t = FU_JSON_ERROR;
+    pthread_rwlock_wrlock(&v->lock);
+    while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool k_up = r.str_len == 7 && !memcmp(r.str, "updates", 7);
+        t = fu_jr_next(&r);
+        if (!k_up || t != FU_JSON_ARR_BEGIN) {
+            ok = !k_up && fu_jr_skip(&r) == 0;
+            continue;
+        }
+        have_updates = true;
+        while (ok && (t = fu_jr_next(&r)) != FU_JSON_ARR_END) {
+            if (t != FU_JSON_OBJ_BEGIN) {
+                ok = t != FU_JSON_ERROR && fu_jr_skip(&r) == 0;
+                continue;
+            }
+            double mtime = 0, current = 0;
+            bool has_path = false, has_mtime = false, has_current = false;
+            while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
+                int key = r.str_len == 4 && !memcmp(r.str, "path", 4)             ? 1
+                          : r.str_len == 5 && !memcmp(r.str, "mtime", 5)          ? 2
+                          : r.str_len == 13 && !memcmp(r.str, "current_mtime", 13) ? 3
+                                                                                  : 0;
+                t = fu_jr_next(&r);
+                if (key == 1 && t == FU_JSON_STRING) {
+                    fu_buf_reset(&path);
+                    fu_buf_append(&path, r.str, r.str_len);
+                    has_path = true;
+                } else if (key == 2 && (t == FU_JSON_INT || t == FU_JSON_DOUBLE)) {
+                    mtime = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+                    has_mtime = true;
+                } else if (key == 3 && (t == FU_JSON_INT || t == FU_JSON_DOUBLE)) {
+                    current = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+                    has_current = true;
+                } else if (fu_jr_skip(&r) < 0) {
+                    break;
+                }
+            }
+            if (t == FU_JSON_ERROR) {
+                ok = false;
+                break;
+            }
+            /* v1: mtime or, when it is missing or 0, current_mtime */
+            if (!(has_mtime && mtime != 0) && has_current) {
+                mtime = current;
+                has_mtime = true;
+            }
+            const char *why;
+            if (!has_path || !has_mtime || mtime != mtime ||
+                fu_path_normalize(path.data, path.len, &norm, &why) < 0)
+                continue;
+            fu_fs_sentinel(&v->fs, norm.data, norm.len, mtime, false, 0, false, req->recv_time);
+            updated++;
+        }
+    }
+    pthread_rwlock_unlock(&v->lock);
+    if (ok && t == FU_JSON_OBJ_END)
+        t = fu_jr_next(&r);
+    if (!ok || t != FU_JSON_EOF || !have_updates) {
+        if (r.err_msg)
+            fu_http_error(resp, 400, "invalid JSON at byte %zu: %s", r.err_off, r.err_msg);
+        else
+            fu_http_error(resp, 400, "expected {\"updates\": [{\"path\", \"mtime\"}, ...]}");
+    } else {
+        struct fu_jw w;
+        fu_jw_init(&w, &resp->body);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "view_id");
+        fu_jw_cstr(&w, v->id);
+        fu_jw_ckey(&w, "updated_count");
+        fu_jw_uint(&w, updated);
+        fu_jw_ckey(&w, "status");
+        fu_jw_cstr(&w, "ok");
+        fu_jw_obj_end(&w);
+    }
+    fu_jr_free(&r);
+    fu_buf_free(&path);
+    fu_buf_free(&norm);
+}
+
+static void consistency_list(struct fu_view *v, bool blind, struct fu_http_resp *resp)
+{
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    pthread_rwlock_rdlock(&v->lock);
+    int rc = blind ? fu_fs_write_blind_spots(&v->fs, &w) : fu_fs_write_suspects(&v->fs, &w);
+    pthread_rwlock_unlock(&v->lock);
+    if (rc < 0 || resp->body.oom) {
+        fu_buf_reset(&resp->body);
+        resp->body.oom = false;
+        fu_http_error(resp, 503, "out of memory");
+    }
 }
 
 static void sessions(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp *resp)
@@ -344,6 +455,14 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
     struct fu_view *v = fu_fusion_view(f, name);
     if (authorize(f, v, fu_http_header(req, "X-API-Key"), resp))
         return;
+    if (!strcmp(ep, "suspect-list") && !strcmp(req->method, "PUT")) {
+        /* A change, not a read: push keys of the view's pipes only (v1 took any key). */
+        if (!may_write(f, v, fu_http_header(req, "X-API-Key")))
+            fu_http_error(resp, 403, "PUT suspect-list takes a push key of a pipe of this view");
+        else
+            suspects_put(v, req, resp);
+        return;
+    }
     if (strcmp(req->method, "GET")) {
         fu_http_error(resp, 405, "use GET");
         return;
@@ -354,6 +473,10 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
     }
     if (!strcmp(ep, "jobs") || !strncmp(ep, "jobs/", 5)) {
         jobs(f, v, ep[4] == '/' ? ep + 5 : NULL, resp);
+        return;
+    }
+    if (!strcmp(ep, "suspect-list") || !strcmp(ep, "blind-spots")) {
+        consistency_list(v, ep[0] == 'b', resp);
         return;
     }
     bool resyncing;

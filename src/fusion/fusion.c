@@ -60,6 +60,11 @@ static void *sweeper_main(void *arg)
     pthread_setname_np(pthread_self(), "fu-sweeper");
     while (!f->stopping) {
         fu_sessions_sweep(f);
+        /* The views' timers: suspect deadlines and the tombstone TTL. */
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        for (size_t i = 0; i < f->nviews; i++)
+            fu_view_tick(&f->views[i], (double)wall.tv_sec + wall.tv_nsec / 1e9);
         nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
     }
     return NULL;
@@ -122,11 +127,10 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
         if (cv->disabled)
             continue;
         struct fu_view *v = &f->views[f->nviews];
-        if (fu_view_init(v, cv->it.id) < 0)
+        if (fu_view_init(v, cv->it.id, cv->hot_file_threshold, cv->tombstone_ttl_seconds) < 0)
             goto oom;
         f->nviews++;
         v->driver = dup_or_empty(cv->driver);
-        v->hot_file_threshold = cv->hot_file_threshold;
         v->max_tree_items = cv->max_tree_items;
         for (size_t k = 0; k < cv->api_keys.n; k++)
             fu_strv_push(&v->read_keys, cv->api_keys.v[k]);

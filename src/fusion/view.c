@@ -1,14 +1,15 @@
-/* View state and batch apply. Apply is deterministic: it uses the batch's receive stamp, never
- * the clock. This issue applies rows as they come (realtime flags suspects from
- * is_atomic_write; scans mark agent_missing); the arbitration issue adds tombstones, mtime
- * comparisons, blind spots and audit end on top of these same entry points. */
+/* View state and batch apply: locking around view_fs/arbitrate.c. Apply is deterministic: it
+ * uses the batch's receive stamp, never the clock; timers get their time from the caller. */
 #include "fusion/view.h"
+
+#include "common/log.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-int fu_view_init(struct fu_view *v, const char *id)
+int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
+                 double tombstone_ttl)
 {
     memset(v, 0, sizeof(*v));
     v->id = strdup(id);
@@ -25,6 +26,11 @@ int fu_view_init(struct fu_view *v, const char *id)
         pthread_rwlock_destroy(&v->lock);
         return -1;
     }
+    if (fu_fs_init(&v->fs, &v->tree, hot_file_threshold, tombstone_ttl) < 0) {
+        fu_tree_free(&v->tree);
+        pthread_rwlock_destroy(&v->lock);
+        return -1;
+    }
     return 0;
 }
 
@@ -32,6 +38,7 @@ void fu_view_free(struct fu_view *v)
 {
     if (!v->id)
         return;
+    fu_fs_free(&v->fs);
     fu_tree_free(&v->tree);
     pthread_rwlock_destroy(&v->lock);
     fu_strv_free(&v->read_keys);
@@ -40,74 +47,54 @@ void fu_view_free(struct fu_view *v)
     memset(v, 0, sizeof(*v));
 }
 
-void fu_view_audit_start(struct fu_view *v, double when, bool restart)
+void fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
+                         uint64_t epoch)
 {
     pthread_rwlock_wrlock(&v->lock);
-    if (restart || !v->is_auditing) {
-        v->is_auditing = true;
-        v->last_audit_start = when;
-    }
+    if (fu_fs_audit_start(&v->fs, when, explicit_, pipe_id, epoch))
+        fu_info("view %s: pipe %s has a new leader (epoch %llu) auditing: blind-spot lists "
+                "reset, its audit rebuilds them",
+                v->id, pipe_id, (unsigned long long)epoch);
     pthread_rwlock_unlock(&v->lock);
 }
 
 void fu_view_audit_end(struct fu_view *v, double when)
 {
     pthread_rwlock_wrlock(&v->lock);
-    if (v->is_auditing) { /* idempotent, as in v1 */
-        v->is_auditing = false;
-        v->last_audit_finished_at = when;
-        v->audit_cycle_count++;
-    }
+    bool was = v->fs.auditing;
+    size_t gone = fu_fs_audit_end(&v->fs, when);
+    fu_tree_maybe_compact(&v->tree);
+    pthread_rwlock_unlock(&v->lock);
+    if (was)
+        fu_info("view %s: audit ended, %zu missing entries deleted", v->id, gone);
+}
+
+void fu_view_tick(struct fu_view *v, double now)
+{
+    pthread_rwlock_rdlock(&v->lock);
+    bool due = fu_fs_tick_due(&v->fs, now);
+    pthread_rwlock_unlock(&v->lock);
+    if (!due)
+        return;
+    pthread_rwlock_wrlock(&v->lock);
+    fu_fs_tick(&v->fs, now);
     pthread_rwlock_unlock(&v->lock);
 }
 
-static void apply_row(struct fu_view *v, const struct fu_row *r, const char *path, double recv_time,
-                      uint16_t lineage)
-{
-    if (r->op == FU_ROW_DELETE) {
-        fu_tree_delete(&v->tree, path, r->path_len);
-        return;
-    }
-    struct fu_attr a = {
-        .size = r->size,
-        .mtime = r->mtime,
-        .ctime = r->ctime,
-        .updated = r->src == FU_SRC_REALTIME ? recv_time : 0,
-        .lineage = lineage,
-    };
-    fu_nid id;
-    if (fu_tree_upsert(&v->tree, path, r->path_len, r->is_dir, &a, &id) < 0)
-        return;
-    uint16_t set = 0, clear = 0;
-    if (r->src == FU_SRC_REALTIME) {
-        clear |= FU_N_AGENT_MISSING;
-        if (r->atomic)
-            clear |= FU_N_SUSPECT;
-        else if (!r->is_dir)
-            set |= FU_N_SUSPECT;
-    } else if (r->src == FU_SRC_AUDIT || r->src == FU_SRC_ON_DEMAND) {
-        if (r->is_dir && r->audit_skipped)
-            set |= FU_N_AUDIT_SKIPPED;
-        else if (r->is_dir)
-            clear |= FU_N_AUDIT_SKIPPED;
-    }
-    fu_tree_set_flags(&v->tree, id, set, clear);
-    if (r->src == FU_SRC_REALTIME && r->mtime > 0)
-        v->last_event_latency_ms = (recv_time - r->mtime) * 1000.0;
-}
-
 long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
-                   double recv_time, const char *agent_id, const char *source_uri,
-                   const _Atomic uint64_t *fence, uint64_t epoch)
+                   double recv_time, double storage_now, const char *agent_id,
+                   const char *source_uri, const _Atomic uint64_t *fence, uint64_t epoch)
 {
     pthread_rwlock_wrlock(&v->lock);
     if (fence && atomic_load(fence) != epoch) {
         pthread_rwlock_unlock(&v->lock);
         return -1;
     }
+    if (storage_now > 0)
+        fu_clock_seed(v->fs.clock, recv_time, storage_now);
     uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri);
     for (size_t i = 0; i < n; i++)
-        apply_row(v, &rows[i], paths + rows[i].path_off, recv_time, lineage);
+        fu_fs_apply(&v->fs, &rows[i], paths + rows[i].path_off, recv_time, lineage);
     v->rows_applied += n;
     fu_tree_maybe_compact(&v->tree);
     pthread_rwlock_unlock(&v->lock);

@@ -210,7 +210,7 @@ static void test_directory_node_has_audit_skipped_and_null_lineage(void **state)
     (void)state;
     struct fu_tree t;
     assert_int_equal(fu_tree_init(&t), 0);
-    fu_nid d = put(&t, "/d", true, 0, 7);
+    fu_nid d = put(&t, "/d", true, 0, 7); /* no agent confirmed it: agent_missing (v1) */
     fu_tree_set_flags(&t, d, FU_N_AUDIT_SKIPPED, 0);
     struct fu_buf out = FU_BUF_INIT, scratch = FU_BUF_INIT;
     struct fu_jw w;
@@ -223,7 +223,7 @@ static void test_directory_node_has_audit_skipped_and_null_lineage(void **state)
                         "{\"name\":\"d\",\"content_type\":\"directory\",\"path\":\"/d\","
                         "\"size\":0,\"modified_time\":7.0,\"created_time\":3.5,"
                         "\"integrity_suspect\":false,\"last_agent_id\":null,"
-                        "\"source_uri\":null,\"agent_missing\":false,\"audit_skipped\":true,"
+                        "\"source_uri\":null,\"agent_missing\":true,\"audit_skipped\":true,"
                         "\"extra\":1}");
     fu_buf_free(&out);
     fu_buf_free(&scratch);

@@ -439,7 +439,7 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
         t->free_head = id;
         return -ENOMEM;
     }
-    n->flags = is_dir ? FU_N_DIR : 0;
+    n->flags = (uint16_t)((is_dir ? FU_N_DIR : 0) | FU_N_AGENT_MISSING);
     if (parent != FU_NID_NONE) {
         /* After agg_alloc: it may have moved the aggregate records. */
         struct fu_agg *p = &t->aggs[fu_tree_node(t, parent)->agg];
@@ -470,6 +470,8 @@ static void node_release(struct fu_tree *t, fu_nid id)
     t->released_nodes++;
     if (n->flags & FU_N_DIR)
         agg_release(t, n->agg);
+    if (n->flags & t->hook_mask)
+        t->release_hook(t->hook_ctx, id, n->flags);
     n->flags = FU_N_FREE;
     n->next = t->free_head;
     t->free_head = id;
@@ -671,7 +673,8 @@ size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len)
 void fu_tree_set_flags(struct fu_tree *t, fu_nid id, uint16_t set, uint16_t clear)
 {
     struct fu_node *n = fu_tree_node(t, id);
-    uint16_t allowed = FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED;
+    uint16_t allowed = FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED | FU_N_BLIND_ADD |
+                       FU_N_AUDIT_SEEN;
     uint16_t f = (uint16_t)((n->flags | (set & allowed)) & ~(clear & allowed));
     bool was = n->flags & FU_N_SUSPECT, now = f & FU_N_SUSPECT;
     n->flags = f;
@@ -739,6 +742,8 @@ uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *so
 {
     agent_id = agent_id ? agent_id : "";
     source_uri = source_uri ? source_uri : "";
+    if (!*agent_id && !*source_uri)
+        return 0;
     size_t n = t->lineages.n / 2;
     for (size_t i = 1; i < n; i++)
         if (!strcmp(t->lineages.v[2 * i], agent_id) &&

@@ -28,8 +28,11 @@ typedef uint32_t fu_nid;
 enum {
     FU_N_DIR = 1 << 0,           /* a directory */
     FU_N_SUSPECT = 1 << 1,       /* integrity_suspect: possibly still being written */
-    FU_N_AGENT_MISSING = 1 << 2, /* seen by audit/scan only, never by an agent's watch */
+    FU_N_AGENT_MISSING = 1 << 2, /* not (yet) confirmed by an agent: v1's !known_by_agent. New
+                                    nodes, auto-created parents included, start with it */
     FU_N_AUDIT_SKIPPED = 1 << 3, /* directory: last audit found it unchanged */
+    FU_N_BLIND_ADD = 1 << 4,     /* a blind-spot addition: found by audit or on-demand scan */
+    FU_N_AUDIT_SEEN = 1 << 5,    /* reported by the audit in progress */
     FU_N_FREE = 1 << 15,         /* the record is on the free list */
 };
 
@@ -93,6 +96,11 @@ struct fu_tree {
     uint32_t naggs, aggs_cap;
     uint32_t agg_free;       /* free list of aggregate records (through .files) */
     struct fu_strv lineages; /* "agent_id\0source_uri" pairs; index = node.lineage */
+    /* Called for every freed node that carries one of `hook_mask`'s flags (the view's
+     * consistency state keeps indexes of suspect and blind-spot nodes by id). */
+    void (*release_hook)(void *ctx, fu_nid id, uint16_t flags);
+    void *hook_ctx;
+    uint16_t hook_mask;
 };
 
 int fu_tree_init(struct fu_tree *t);
@@ -126,8 +134,8 @@ int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
  * removed. Returns the number of entries removed (0 if absent). */
 size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len);
 void fu_tree_remove(struct fu_tree *t, fu_nid id);
-/* Sets and clears FU_N_SUSPECT / FU_N_AGENT_MISSING / FU_N_AUDIT_SKIPPED, keeping the
- * suspect aggregates right. */
+/* Sets and clears FU_N_SUSPECT, FU_N_AGENT_MISSING, FU_N_AUDIT_SKIPPED, FU_N_BLIND_ADD and
+ * FU_N_AUDIT_SEEN, keeping the suspect aggregates right (they count files only). */
 void fu_tree_set_flags(struct fu_tree *t, fu_nid id, uint16_t set, uint16_t clear);
 
 /* The full path of a node into `out` (replacing its contents). */

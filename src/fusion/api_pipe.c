@@ -746,7 +746,8 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
             typed = t == FU_JSON_STRING && tok_is(&r, "suspect_update");
         else if (k_up && t == FU_JSON_ARR_BEGIN) {
             while (ok && (t = fu_jr_next(&r)) == FU_JSON_OBJ_BEGIN) {
-                struct report row = {.mtime = -1};
+                struct report row = {0};
+                bool have_mtime = false;
                 bool exists = true, have_path = false;
                 while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
                     int key = tok_is(&r, "path")                                   ? 1
@@ -767,7 +768,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                         }
                         fu_buf_free(&norm);
                     } else if (key == 2) {
-                        num_of(&r, t, &row.mtime);
+                        have_mtime = num_of(&r, t, &row.mtime);
                     } else if (key == 3 && t == FU_JSON_INT && r.i64 >= 0) {
                         row.size = (uint64_t)r.i64;
                         row.have_size = true;
@@ -778,7 +779,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                     }
                 }
                 row.missing = !exists;
-                if (have_path && (!exists || row.mtime >= 0)) {
+                if (have_path && (!exists || have_mtime)) {
                     if (b.n == b.cap) {
                         size_t cap = b.cap ? b.cap * 2 : 64;
                         struct report *v = realloc(b.v, cap * sizeof(*v));
@@ -811,6 +812,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
         struct fu_view *v = p->views[i];
         size_t hits = 0;
         pthread_rwlock_wrlock(&v->lock);
+        fu_fs_tick(&v->fs, req->recv_time);
         for (size_t k = 0; k < b.n; k++) {
             const struct report *row = &b.v[k];
             hits += fu_fs_sentinel(&v->fs, fu_buf_str(&b.paths) + row->path_off, row->path_len,

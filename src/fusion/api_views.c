@@ -4,6 +4,7 @@
 #include "fusion/fusion.h"
 
 #include "common/json.h"
+#include "common/log.h"
 #include "common/paths.h"
 #include "fusion/view_fs/query.h"
 
@@ -276,6 +277,7 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
     bool ok = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN, have_updates = false;
     enum fu_json_tok t = FU_JSON_ERROR;
     pthread_rwlock_wrlock(&v->lock);
+    fu_fs_tick(&v->fs, req->recv_time);
     while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
         bool k_up = r.str_len == 7 && !memcmp(r.str, "updates", 7);
         t = fu_jr_next(&r);
@@ -351,6 +353,28 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
     fu_jr_free(&r);
     fu_buf_free(&path);
     fu_buf_free(&norm);
+}
+
+/* DELETE reset (v1): empties the view and, as v1, ends the sessions of the pipes that feed
+ * it, so their agents reconnect and the new leader snapshots again. */
+static void reset(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp *resp)
+{
+    if (fu_view_reset(v) < 0) {
+        fu_http_error(resp, 503, "out of memory");
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->nsessions;) {
+        struct fu_session *s = f->sessions[i];
+        if (fu_pipe_feeds(s->pipe, v)) {
+            fu_session_close_locked(f, s);
+            continue; /* the array shifted */
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&f->mu);
+    fu_info("view %s: reset; the sessions of its pipes were ended", v->id);
+    resp->status = 204;
 }
 
 static void consistency_list(struct fu_view *v, bool blind, struct fu_http_resp *resp)
@@ -455,6 +479,13 @@ void fu_api_views(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_r
     struct fu_view *v = fu_fusion_view(f, name);
     if (authorize(f, v, fu_http_header(req, "X-API-Key"), resp))
         return;
+    if (!strcmp(ep, "reset") && !strcmp(req->method, "DELETE")) {
+        if (!may_write(f, v, fu_http_header(req, "X-API-Key")))
+            fu_http_error(resp, 403, "DELETE reset takes a push key of a pipe of this view");
+        else
+            reset(f, v, resp);
+        return;
+    }
     if (!strcmp(ep, "suspect-list") && !strcmp(req->method, "PUT")) {
         /* A change, not a read: push keys of the view's pipes only (v1 took any key). */
         if (!may_write(f, v, fu_http_header(req, "X-API-Key")))

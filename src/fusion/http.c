@@ -23,6 +23,7 @@ struct fu_http_server {
     void *ctx;
     size_t max_body;
     int port;
+    bool test_time; /* honour X-Fustor-Time (FUSTOR_TEST_TIME=1 in the environment) */
     char name[64];
 };
 
@@ -104,6 +105,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->recv_time = wall_now();
         r->conn = c;
         *con_cls = r;
+        if (s->test_time) { /* FUSTOR_TEST_TIME: a test drives the receive clock */
+            const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Fustor-Time");
+            char *end;
+            double v = t ? strtod(t, &end) : 0;
+            if (t && *end == '\0' && v > 0 && v < 1e12)
+                r->recv_time = v;
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             r->too_big = true;
@@ -185,7 +193,13 @@ int fu_http_start(struct fu_http_server **out, const struct fu_http_opts *o, fu_
     s->h = h;
     s->ctx = ctx;
     s->max_body = o->max_body;
+    const char *tt = getenv("FUSTOR_TEST_TIME");
+    s->test_time = tt && !strcmp(tt, "1");
     snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "http");
+    if (s->test_time)
+        fu_warn("%s: FUSTOR_TEST_TIME=1: requests may set their receive time with the "
+                "X-Fustor-Time header (for tests only)",
+                s->name);
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));

@@ -51,6 +51,7 @@ void fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const c
                          uint64_t epoch)
 {
     pthread_rwlock_wrlock(&v->lock);
+    fu_fs_tick(&v->fs, when);
     if (fu_fs_audit_start(&v->fs, when, explicit_, pipe_id, epoch))
         fu_info("view %s: pipe %s has a new leader (epoch %llu) auditing: blind-spot lists "
                 "reset, its audit rebuilds them",
@@ -61,6 +62,7 @@ void fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const c
 void fu_view_audit_end(struct fu_view *v, double when)
 {
     pthread_rwlock_wrlock(&v->lock);
+    fu_fs_tick(&v->fs, when);
     bool was = v->fs.auditing;
     size_t gone = fu_fs_audit_end(&v->fs, when);
     fu_tree_maybe_compact(&v->tree);
@@ -90,6 +92,7 @@ long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const
         pthread_rwlock_unlock(&v->lock);
         return -1;
     }
+    fu_fs_tick(&v->fs, recv_time); /* timers advance with the records too */
     if (storage_now > 0)
         fu_clock_seed(v->fs.clock, recv_time, storage_now);
     uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri);
@@ -99,4 +102,17 @@ long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const
     fu_tree_maybe_compact(&v->tree);
     pthread_rwlock_unlock(&v->lock);
     return (long)n;
+}
+
+int fu_view_reset(struct fu_view *v)
+{
+    pthread_rwlock_wrlock(&v->lock);
+    double hot = v->fs.hot, ttl = v->fs.tomb_ttl;
+    fu_fs_free(&v->fs);
+    fu_tree_free(&v->tree);
+    int rc = fu_tree_init(&v->tree);
+    if (rc == 0 && (rc = fu_fs_init(&v->fs, &v->tree, hot, ttl)) < 0)
+        fu_tree_free(&v->tree);
+    pthread_rwlock_unlock(&v->lock);
+    return rc;
 }

@@ -27,7 +27,11 @@ struct fu_view {
 void fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
                          uint64_t epoch);
 void fu_view_audit_end(struct fu_view *v, double when);
-/* The timers (suspect deadlines, tombstone TTL) at wall time `now`. */
+/* Empties the view: tree and consistency state (clock, tombstones, suspects, blind spots,
+ * audit). Returns 0 or -ENOMEM (the view is then unusable until a reset succeeds). */
+int fu_view_reset(struct fu_view *v);
+/* The timers (suspect deadlines, tombstone TTL) at wall time `now`. Every change made at a
+ * time (a batch, an audit start or end, sentinel feedback) runs them at that time first. */
 void fu_view_tick(struct fu_view *v, double now);
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,

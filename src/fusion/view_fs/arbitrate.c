@@ -379,11 +379,15 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
         return 0; /* a repeated end is harmless */
     tomb_purge(s, now);
 
+    /* Pass 1: what to delete, with its path (recorded as a blind-spot deletion even when an
+     * earlier deletion of this pass already took it, as v1 does: the result does not depend
+     * on the order). */
     struct fu_tree *t = s->tree;
-    qsort(s->seen, s->nseen, sizeof(*s->seen), cmp_nid);
+    if (s->nseen)
+        qsort(s->seen, s->nseen, sizeof(*s->seen), cmp_nid);
     fu_nid *doomed = NULL;
-    size_t ndoomed = 0, cap = 0;
-    struct fu_buf path = FU_BUF_INIT;
+    size_t *offs = NULL, ndoomed = 0, cap = 0;
+    struct fu_buf path = FU_BUF_INIT, paths = FU_BUF_INIT;
     fu_nid prev = FU_NID_NONE;
     for (size_t i = 0; i < s->nseen; i++) {
         fu_nid dir = s->seen[i];
@@ -407,31 +411,39 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
             if (ndoomed == cap) {
                 cap = cap ? cap * 2 : 64;
                 fu_nid *v = realloc(doomed, cap * sizeof(*v));
-                if (!v)
-                    break; /* out of memory: delete what was found so far */
-                doomed = v;
+                size_t *o = v ? realloc(offs, cap * sizeof(*o)) : NULL;
+                if (v)
+                    doomed = v;
+                if (!o)
+                    goto delete; /* out of memory: delete what was found so far */
+                offs = o;
             }
-            doomed[ndoomed++] = c;
+            doomed[ndoomed] = c;
+            offs[ndoomed++] = paths.len;
+            fu_buf_append(&paths, path.data, path.len + 1);
         }
     }
+delete:
     seen_clear(s);
     size_t deleted = 0;
-    for (size_t i = 0; i < ndoomed; i++) {
+    for (size_t i = 0; i < ndoomed && !paths.oom; i++) {
         fu_nid id = doomed[i];
+        const char *p = paths.data + offs[i];
+        deletion_add(s, p, strlen(p));
         /* Nothing is allocated while deleting, so a node freed with an earlier subtree
          * still reads as free here. */
         const struct fu_node *n = fu_tree_node(t, id);
         if (n->flags & FU_N_FREE)
             continue;
-        fu_tree_path(t, id, &path);
         deleted += (n->flags & FU_N_DIR)
                        ? 1 + (size_t)(fu_tree_agg(t, id)->files + fu_tree_agg(t, id)->dirs)
                        : 1;
         fu_tree_remove(t, id);
-        deletion_add(s, path.data, path.len);
     }
     free(doomed);
+    free(offs);
     fu_buf_free(&path);
+    fu_buf_free(&paths);
     s->audit_finished_at = now;
     s->audit_cycles++;
     s->auditing = false;

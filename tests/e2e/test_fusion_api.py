@@ -24,6 +24,7 @@ receivers:
       - {{key: push-1, pipe_id: p1}}
       - {{key: push-2, pipe_id: p2}}
       - {{key: push-strict, pipe_id: strict}}
+      - {{key: push-4, pipe_id: p4}}
 views:
   v1:
     driver: fs
@@ -34,6 +35,12 @@ views:
     api_keys: [read-2]
   v3:
     driver: fs
+  v4:
+    driver: fs
+    api_keys: [read-4]
+    driver_params:
+      hot_file_threshold: 1.0
+      consistency: {{tombstone_ttl_seconds: 1}}
 pipes:
   p1:
     receiver: rx
@@ -48,6 +55,9 @@ pipes:
     receiver: rx
     views: [v3]
     allow_concurrent_push: false
+  p4:
+    receiver: rx
+    views: [v4]
 max_body_bytes: 2097152
 """
 
@@ -218,6 +228,57 @@ class FusionAPI(unittest.TestCase):
         self.assertFalse(st["is_auditing"])
         self.assertGreaterEqual(st["audit_cycle_count"], 1)
         self.assertIsNotNone(st["last_audit_finished_at"])
+
+    def test_timers_and_the_consistency_endpoints(self):
+        a = self.agent("push-4", "agent-t:p4")
+        self.assertEqual(a.snapshot([])[0], 200)
+        now = time.time()
+        self.assertEqual(a.push([event([row("/t/hot", size=1, mtime=now,
+                                            is_atomic_write=False),
+                                        row("/t/gone", size=1, mtime=now)])])[0], 200)
+        self.assertEqual(a.push([event([row("/t/gone")], "delete")])[0], 200)
+        status, sl, _ = self.view("v4", "suspect-list", "read-4")
+        self.assertEqual(status, 200)
+        self.assertEqual([s["path"] for s in sl], ["/t/hot"])
+        self.assertAlmostEqual(sl[0]["suspect_until"], now + 1.0, delta=5)
+        # A late scan row older than the tombstone is a zombie...
+        old = now - 3600
+        a.push([event([row("/t/gone", size=1, mtime=old)], source="snapshot")], "snapshot")
+        self.assertEqual(self.view("v4", "tree", "read-4", path="/t/gone")[0], 404)
+        # ...until the tombstone expires on its timer, with no audit in between; and the
+        # suspect's deadline passes on the timer too.
+        wait_for(lambda: self.view("v4", "suspect-list", "read-4")[1] == [], timeout=10,
+                 what="the suspect to expire")
+        self.assertEqual(self.view("v4", "stats", "read-4")[1]["suspect_file_count"], 0)
+        time.sleep(1.2)
+        a.push([event([row("/t/gone", size=1, mtime=old)], source="snapshot")], "snapshot")
+        self.assertEqual(self.view("v4", "tree", "read-4", path="/t/gone")[0], 200)
+        # An audit finds a file no agent reported: a blind spot.
+        a.push([event([row("/t/unseen", size=3, mtime=old)], source="audit")], "audit")
+        status, bs, _ = self.view("v4", "blind-spots", "read-4")
+        self.assertEqual((bs["additions_count"], bs["additions"][0]["path"]), (1, "/t/unseen"))
+        self.assertTrue(bs["additions"][0]["agent_missing"])
+        self.assertTrue(self.view("v4", "stats", "read-4")[1]["has_blind_spot"])
+        # PUT suspect-list changes state: push keys only; bad bodies get 400.
+        url = f"{self.api}/api/v1/views/v4/suspect-list"
+        upd = {"updates": [{"path": "/t/hot", "mtime": now}]}
+        self.assertEqual(request("PUT", url, "read-4", upd)[0], 403)
+        self.assertEqual(request("PUT", url, "push-1", upd)[0], 403)  # another view's pipe
+        self.assertEqual(request("PUT", url, "push-4", raw=b"{nope")[0], 400)
+        self.assertEqual(request("PUT", url, "push-4", {"updates": 5})[0], 400)
+        status, resp, _ = request("PUT", url, "push-4", upd)
+        self.assertEqual((status, resp["updated_count"], resp["view_id"]), (200, 1, "v4"))
+        # DELETE reset: push keys only; empties the view and ends its pipe's sessions.
+        reset = f"{self.api}/api/v1/views/v4/reset"
+        self.assertEqual(request("DELETE", reset, "read-4")[0], 403)
+        self.assertEqual(request("DELETE", reset, "push-4")[0], 204)
+        self.assertEqual(a.heartbeat()[0], 419)
+        # empty, with no leader: not ready (503) until an agent comes back
+        self.assertEqual(self.view("v4", "tree", "read-4", path="/t")[0], 503)
+        bs = self.view("v4", "blind-spots", "read-4")[1]
+        self.assertEqual((bs["additions_count"], bs["deletion_count"]), (0, 0))
+        self.assertEqual(self.view("v4", "suspect-list", "read-4")[1], [])
+        self.assertEqual(request("GET", f"{self.api}/health")[0], 200)
 
     def test_on_demand_scan_commands_reach_every_agent_once(self):
         a = self.agent("push-1", "agent-od1:p1")

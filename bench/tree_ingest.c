@@ -49,8 +49,7 @@ int main(int argc, char **argv)
                     pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file-%012zu.dat", d, s,
                                            k - 1);
                 else
-                    pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file_%04zu.dat", d, s,
-                                           f);
+                    pos += (size_t)sprintf(buf + pos, "/dir_%04zu/sub_%zu/file_%04zu.dat", d, s, f);
             }
     off[n] = pos;
 
@@ -90,13 +89,14 @@ int main(int argc, char **argv)
     printf("{\"bench\":\"tree_ingest\",\"names\":\"%s\",\"entries\":%u,\"insert_rows_per_s\":%.0f,"
            "\"update_rows_per_s\":%.0f,\"lookups_per_s\":%.0f,\"rss_bytes_per_entry\":%.1f,"
            "\"structure_bytes_per_entry\":%.1f}\n",
-           unique ? "unique" : "v1-shape", entries, n / t_insert, n / t_update, n / t_lookup, (double)(rss1 - rss0) / entries,
-           (double)fu_tree_memory(&t) / entries);
-    fprintf(stderr,
-            "tree_ingest (%s names): %u entries: insert %.2fM rows/s, re-upsert %.2fM rows/s, lookup "
-            "%.2fM/s; RSS %.1f B/entry (structures %.1f B/entry)\n",
-            unique ? "unique" : "v1-shape", entries, n / t_insert / 1e6, n / t_update / 1e6, n / t_lookup / 1e6,
-            (double)(rss1 - rss0) / entries, (double)fu_tree_memory(&t) / entries);
+           unique ? "unique" : "v1-shape", entries, n / t_insert, n / t_update, n / t_lookup,
+           (double)(rss1 - rss0) / entries, (double)fu_tree_memory(&t) / entries);
+    fprintf(
+        stderr,
+        "tree_ingest (%s names): %u entries: insert %.2fM rows/s, re-upsert %.2fM rows/s, lookup "
+        "%.2fM/s; RSS %.1f B/entry (structures %.1f B/entry)\n",
+        unique ? "unique" : "v1-shape", entries, n / t_insert / 1e6, n / t_update / 1e6,
+        n / t_lookup / 1e6, (double)(rss1 - rss0) / entries, (double)fu_tree_memory(&t) / entries);
     fu_tree_free(&t);
     free(buf);
     free(off);

@@ -815,9 +815,9 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
         fu_fs_tick(&v->fs, req->recv_time);
         for (size_t k = 0; k < b.n; k++) {
             const struct report *row = &b.v[k];
-            hits += fu_fs_sentinel(&v->fs, fu_buf_str(&b.paths) + row->path_off, row->path_len,
-                                   row->mtime, row->have_size, row->size, row->missing,
-                                   req->recv_time);
+            hits +=
+                fu_fs_sentinel(&v->fs, fu_buf_str(&b.paths) + row->path_off, row->path_len,
+                               row->mtime, row->have_size, row->size, row->missing, req->recv_time);
         }
         pthread_rwlock_unlock(&v->lock);
         views_updated += hits > 0;

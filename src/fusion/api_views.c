@@ -294,10 +294,10 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
             double mtime = 0, current = 0;
             bool has_path = false, has_mtime = false, has_current = false;
             while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
-                int key = r.str_len == 4 && !memcmp(r.str, "path", 4)             ? 1
-                          : r.str_len == 5 && !memcmp(r.str, "mtime", 5)          ? 2
+                int key = r.str_len == 4 && !memcmp(r.str, "path", 4)              ? 1
+                          : r.str_len == 5 && !memcmp(r.str, "mtime", 5)           ? 2
                           : r.str_len == 13 && !memcmp(r.str, "current_mtime", 13) ? 3
-                                                                                  : 0;
+                                                                                   : 0;
                 t = fu_jr_next(&r);
                 if (key == 1 && t == FU_JSON_STRING) {
                     fu_buf_reset(&path);

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
-                 double tombstone_ttl)
+int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, double tombstone_ttl)
 {
     memset(v, 0, sizeof(*v));
     v->id = strdup(id);

@@ -407,8 +407,8 @@ static void test_scan_keeps_an_existing_suspect_deadline(void **state)
     env_free(e);
 }
 
-static void test_compensation_delete_is_a_blind_spot_deletion_unless_tombstoned_or_older(
-    void **state)
+static void
+test_compensation_delete_is_a_blind_spot_deletion_unless_tombstoned_or_older(void **state)
 {
     (void)state;
     struct env *e = env_new(HOT, TTL);
@@ -473,8 +473,8 @@ static void test_large_file_being_written_stays_suspect_until_closed(void **stat
     struct env *e = env_new(HOT, TTL);
     for (int i = 0; i < 100; i++) { /* throttled IN_MODIFY every 10 s for 1000 s */
         double t = T0 + 10.0 * i;
-        ap(e, "/big", t, (struct r){.src = RT, .partial = true, .size = (uint64_t)i << 20,
-                                    .mtime = t});
+        ap(e, "/big", t,
+           (struct r){.src = RT, .partial = true, .size = (uint64_t)i << 20, .mtime = t});
         fu_fs_tick(&e->s, t + 0.5);
         assert_true(suspect(e, "/big"));
     }
@@ -607,7 +607,8 @@ static void test_audit_end_spares_children_of_audit_skipped_directories(void **s
     struct env *e = env_new(HOT, TTL);
     tree_d(e);
     fu_fs_audit_start(&e->s, T0 + 10, true, "p", 1);
-    ap(e, "/d", T0 + 11, (struct r){.src = AUDIT, .dir = true, .skipped = true, .mtime = T0 - 1000});
+    ap(e, "/d", T0 + 11,
+       (struct r){.src = AUDIT, .dir = true, .skipped = true, .mtime = T0 - 1000});
     assert_int_equal(fu_fs_audit_end(&e->s, T0 + 12), 0);
     assert_non_null(node(e, "/d/b"));
     env_free(e);
@@ -628,8 +629,7 @@ static void test_audit_end_stale_evidence_protection(void **state)
     env_free(e);
 }
 
-static void test_audit_end_does_not_protect_realtime_confirmations_before_the_start(
-    void **state)
+static void test_audit_end_does_not_protect_realtime_confirmations_before_the_start(void **state)
 {
     (void)state;
     struct env *e = env_new(HOT, TTL);
@@ -727,7 +727,8 @@ static void test_audit_start_after_five_seconds_starts_afresh(void **state)
     ap(e, "/d", T0 + 10, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500});
     ap(e, "/d/a", T0 + 10, (struct r){.src = AUDIT, .mtime = T0 - 1000});
     fu_fs_audit_start(&e->s, T0 + 16, true, "p", 1);
-    ap(e, "/d", T0 + 17, (struct r){.src = AUDIT, .dir = true, .skipped = false, .mtime = T0 - 500});
+    ap(e, "/d", T0 + 17,
+       (struct r){.src = AUDIT, .dir = true, .skipped = false, .mtime = T0 - 500});
     fu_fs_audit_end(&e->s, T0 + 18);
     assert_null(node(e, "/d/a")); /* the earlier sighting was forgotten */
     env_free(e);
@@ -746,8 +747,7 @@ static void test_audit_end_purges_expired_tombstones(void **state)
     env_free(e);
 }
 
-static void test_blind_spot_deletion_is_forgotten_when_an_audit_sees_the_path_again(
-    void **state)
+static void test_blind_spot_deletion_is_forgotten_when_an_audit_sees_the_path_again(void **state)
 {
     (void)state;
     struct env *e = env_new(HOT, TTL);
@@ -762,8 +762,7 @@ static void test_blind_spot_deletion_is_forgotten_when_an_audit_sees_the_path_ag
     env_free(e);
 }
 
-static void test_blind_spots_survive_reconnects_and_reset_when_a_new_leader_audits(
-    void **state)
+static void test_blind_spots_survive_reconnects_and_reset_when_a_new_leader_audits(void **state)
 {
     (void)state;
     struct env *e = env_new(HOT, TTL);
@@ -835,7 +834,7 @@ static void test_clock_cold_start_uses_the_agent_seed_until_samples_arrive(void 
     (void)state;
     struct env *e = env_new(HOT, TTL);
     assert_true(fu_fs_logical_now(&e->s, T0) == T0); /* nothing known: Fusion's time */
-    fu_clock_seed(e->s.clock, T0, T0 - 3600); /* the agent says the storage is 1 h behind */
+    fu_clock_seed(e->s.clock, T0, T0 - 3600);        /* the agent says the storage is 1 h behind */
     bool cal;
     assert_true(fu_clock_skew(e->s.clock, &cal) == 3600 && !cal);
     /* a snapshot file written 10 s ago in the storage's time is hot, though 1 h old for us */
@@ -978,8 +977,10 @@ static void test_apply_is_a_function_of_the_rows_and_their_times(void **state)
             snprintf(path, sizeof(path), "/%c/%c", 'a' + (int)(seed >> 60) % 3,
                      'a' + (int)(seed >> 56) % 4);
             double now = T0 + i * 0.5;
-            struct r x = {.src = (int)(seed >> 40) % 4, .del = (seed >> 30) % 5 == 0,
-                          .partial = (seed >> 20) % 3 == 0, .mtime = now - (double)((seed >> 8) % 100)};
+            struct r x = {.src = (int)(seed >> 40) % 4,
+                          .del = (seed >> 30) % 5 == 0,
+                          .partial = (seed >> 20) % 3 == 0,
+                          .mtime = now - (double)((seed >> 8) % 100)};
             ap(e, path, now, x);
             if (i % 97 == 0)
                 fu_fs_audit_start(&e->s, now, true, "p", (uint64_t)i / 1000);

@@ -105,8 +105,7 @@ static bool tomb_purge(struct fu_fs *s, double now)
 
 /* ------------------------------------------------------------ life cycle */
 
-int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold,
-               double tombstone_ttl)
+int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold, double tombstone_ttl)
 {
     memset(s, 0, sizeof(*s));
     s->clock = malloc(sizeof(*s->clock));
@@ -423,8 +422,7 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
             fu_buf_append(&paths, path.data, path.len + 1);
         }
     }
-delete:
-    seen_clear(s);
+    delete : seen_clear(s);
     size_t deleted = 0;
     for (size_t i = 0; i < ndoomed && !paths.oom; i++) {
         fu_nid id = doomed[i];

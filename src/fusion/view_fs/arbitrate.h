@@ -37,9 +37,9 @@ struct fu_row {
     size_t path_off, path_len; /* into the batch's path buffer, normalised */
 };
 
-#define FU_FS_EPSILON 1e-6        /* mtime equality (v1 FLOAT_EPSILON) */
-#define FU_FS_TOMB_EPSILON 1e-5   /* reincarnation margin over a tombstone */
-#define FU_FS_LATE_START 5.0      /* an audit start this soon after the last keeps its rows */
+#define FU_FS_EPSILON 1e-6      /* mtime equality (v1 FLOAT_EPSILON) */
+#define FU_FS_TOMB_EPSILON 1e-5 /* reincarnation margin over a tombstone */
+#define FU_FS_LATE_START 5.0    /* an audit start this soon after the last keeps its rows */
 
 struct fu_fs_pipe_epoch {
     char *pipe_id;
@@ -72,8 +72,7 @@ struct fu_fs {
     double latency_ms; /* of the last row: watermark - mtime */
 };
 
-int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold,
-               double tombstone_ttl);
+int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold, double tombstone_ttl);
 void fu_fs_free(struct fu_fs *s);
 
 /* One row, at receive time `now`, from an agent and source interned as `lineage`. */

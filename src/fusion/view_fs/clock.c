@@ -1,6 +1,8 @@
 /* The logical clock; see clock.h. */
 #include "fusion/view_fs/clock.h"
 
+#include "common/probe.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -32,7 +34,7 @@ static void table_remove(struct fu_clock *c, uint32_t i)
         if (!v)
             break;
         uint32_t h = home(c->vals[v].skew);
-        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        bool stays = fu_probe_stays(i, j, h);
         if (!stays) {
             c->table[i] = v;
             i = j;

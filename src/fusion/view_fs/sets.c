@@ -2,6 +2,8 @@
  * backward-shift deletion, at a load of at most 1/2. */
 #include "fusion/view_fs/sets.h"
 
+#include "common/probe.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +83,8 @@ uint32_t fu_pathmap_put(struct fu_pathmap *m, const char *path, size_t len, bool
         }
         idx = m->nents++;
     }
-    m->ents[idx] = (struct fu_pathent){
-        .path = copy, .len = (uint32_t)len, .hash = XXH3_64bits(path, len)};
+    m->ents[idx] =
+        (struct fu_pathent){.path = copy, .len = (uint32_t)len, .hash = XXH3_64bits(path, len)};
     pm_insert_slot(m, idx);
     m->count++;
     return idx;
@@ -100,7 +102,7 @@ void fu_pathmap_del(struct fu_pathmap *m, uint32_t idx)
         if (!s)
             break;
         size_t h = pm_home(m, m->ents[s - 1].hash);
-        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        bool stays = fu_probe_stays(i, j, h);
         if (!stays) {
             m->slots[i] = s;
             i = j;
@@ -207,7 +209,7 @@ bool fu_idmap_del(struct fu_idmap *m, uint32_t id)
         if (m->slots[j].id == FU_SET_NONE)
             break;
         size_t h = im_home(m, m->slots[j].id);
-        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        bool stays = fu_probe_stays(i, j, h);
         if (!stays) {
             m->slots[i] = m->slots[j];
             i = j;

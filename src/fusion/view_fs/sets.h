@@ -28,7 +28,7 @@ struct fu_pathmap {
     struct fu_pathent *ents;
     uint32_t nents, cap, count;
     uint32_t free_head; /* index + 1 of the first free entry, 0 = none */
-    uint32_t *slots; /* entry index + 1; 0 = empty */
+    uint32_t *slots;    /* entry index + 1; 0 = empty */
     size_t nslots;
 };
 

@@ -2,6 +2,8 @@
  * may be 10,000 levels deep and a recursive walk would overflow the stack. */
 #include "fusion/view_fs/tree.h"
 
+#include "common/probe.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,8 +250,7 @@ static void raise_newest(struct fu_tree *t, fu_nid dir, double m)
 static double subtree_newest(const struct fu_tree *t, fu_nid dir)
 {
     double m = 0;
-    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE;
-         c = fu_tree_node(t, c)->next) {
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next) {
         const struct fu_node *n = fu_tree_node(t, c);
         if (n->mtime > m)
             m = n->mtime;
@@ -291,8 +292,7 @@ static void subtree_oldest(const struct fu_tree *t, fu_nid dir, double *m, fu_ni
 {
     *id = FU_NID_NONE;
     *m = 0;
-    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE;
-         c = fu_tree_node(t, c)->next) {
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next) {
         const struct fu_node *n = fu_tree_node(t, c);
         if (!(n->flags & FU_N_DIR))
             continue;
@@ -405,7 +405,7 @@ static void slot_remove(struct fu_tree *t, fu_nid id)
             break;
         size_t home = home_of(t, o);
         /* Move o back to i unless its home lies cyclically in (i, j]. */
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        bool stays = fu_probe_stays(i, j, home);
         if (!stays) {
             t->slots[i] = o;
             i = j;
@@ -673,8 +673,8 @@ size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len)
 void fu_tree_set_flags(struct fu_tree *t, fu_nid id, uint16_t set, uint16_t clear)
 {
     struct fu_node *n = fu_tree_node(t, id);
-    uint16_t allowed = FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED | FU_N_BLIND_ADD |
-                       FU_N_AUDIT_SEEN;
+    uint16_t allowed =
+        FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED | FU_N_BLIND_ADD | FU_N_AUDIT_SEEN;
     uint16_t f = (uint16_t)((n->flags | (set & allowed)) & ~(clear & allowed));
     bool was = n->flags & FU_N_SUSPECT, now = f & FU_N_SUSPECT;
     n->flags = f;

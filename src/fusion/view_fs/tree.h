@@ -52,7 +52,7 @@ struct fu_node {
 /* What a directory's subtree holds, excluding the directory itself, and where its children
  * start. Only directories have one, so files do not pay for it. */
 struct fu_agg {
-    fu_nid first_child;      /* first of a doubly linked sibling list */
+    fu_nid first_child; /* first of a doubly linked sibling list */
     uint64_t files, dirs, bytes;
     uint64_t suspects;       /* files flagged FU_N_SUSPECT */
     double newest_mtime;     /* newest mtime of any entry below; 0 for an empty directory */
@@ -90,7 +90,7 @@ struct fu_tree {
     uint64_t released_names; /* name bytes of nodes freed since the last compaction */
     uint32_t released_nodes; /* nodes freed since the last compaction */
     uint32_t *slots;         /* hash index: node ids, FU_NID_NONE when empty */
-    size_t nslots;         /* a power of two */
+    size_t nslots;           /* a power of two */
     size_t used_slots;
     struct fu_agg *aggs; /* aggregate records of directories */
     uint32_t naggs, aggs_cap;

@@ -361,6 +361,13 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
                                                                      : 0;
         t = fu_jr_next(r);
         double d;
+        if (key && (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN)) {
+            skip_value(r, t); /* a known key with a container value: the row is bad */
+            if (r->err_msg)
+                return false;
+            ok = false;
+            continue;
+        }
         switch (key) {
         case 1: {
             if (t != FU_JSON_STRING || have_path) {
@@ -654,15 +661,15 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
          * away from ours is not a clock (some clients number their events instead). */
         double storage_now =
             fabs(b.storage_now - req->recv_time) < 366 * 86400.0 ? b.storage_now : 0;
-        const _Atomic uint64_t *fence = NULL; /* snapshot and audit rows: leader only */
-        if (b.has_scan_rows)
-            fence = &p->epoch;
-        for (size_t i = 0; i < p->nviews; i++) {
-            struct fu_view *v = p->views[i];
-            if (b.audit_rows) /* the first audit rows start the audit (v1) */
-                fu_view_audit_start(v, req->recv_time, false, p->id, epoch);
-            if (b.n && fu_view_apply(v, b.rows, b.n, fu_buf_str(&b.paths), req->recv_time,
-                                     storage_now, agent, uri, fence, epoch) < 0) {
+        bool audit_end = is_end && source_type && !strcmp(source_type, "audit");
+        unsigned flags =
+            (b.audit_rows ? FU_APPLY_AUDIT_START : 0) | (audit_end ? FU_APPLY_AUDIT_END : 0);
+        /* Snapshot and audit rows, and audit ends, are the leader's: fenced by its epoch, in
+         * the same write-locked step as the audit start and end they imply. */
+        const _Atomic uint64_t *fence = b.has_scan_rows || audit_end ? &p->epoch : NULL;
+        for (size_t i = 0; (b.n || flags) && i < p->nviews; i++) {
+            if (fu_view_apply(p->views[i], b.rows, b.n, fu_buf_str(&b.paths), req->recv_time,
+                              storage_now, agent, uri, fence, epoch, p->id, flags) < 0) {
                 fu_http_error(resp, 409,
                               "session %s lost the leadership of pipe %s while its batch "
                               "waited (epoch %llu is over)",
@@ -670,8 +677,6 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                 ok = false;
                 break;
             }
-            if (is_end && source_type && !strcmp(source_type, "audit"))
-                fu_view_audit_end(v, req->recv_time);
         }
         if (is_end && source_type && !strcmp(source_type, "snapshot")) {
             pthread_mutex_lock(&f->mu);
@@ -767,7 +772,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                             have_path = true;
                         }
                         fu_buf_free(&norm);
-                    } else if (key == 2) {
+                    } else if (key == 2 && t != FU_JSON_OBJ_BEGIN && t != FU_JSON_ARR_BEGIN) {
                         have_mtime = num_of(&r, t, &row.mtime);
                     } else if (key == 3 && t == FU_JSON_INT && r.i64 >= 0) {
                         row.size = (uint64_t)r.i64;
@@ -805,6 +810,10 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
     fu_jr_free(&r);
     if (ok && !typed) {
         fu_buf_puts(&resp->body, "{\"status\":\"ignored\",\"reason\":\"unknown_type\"}");
+        ok = false;
+    }
+    if (ok && b.paths.oom) {
+        fu_http_error(resp, 503, "out of memory");
         ok = false;
     }
     size_t views_updated = 0;

@@ -267,17 +267,19 @@ static bool may_write(struct fu_fusion *f, const struct fu_view *v, const char *
 }
 
 /* PUT suspect-list: {"updates": [{"path", "mtime" | "current_mtime"}]}, each applied as
- * sentinel feedback without a size (v1). */
+ * sentinel feedback without a size (v1). The body is parsed before the view is locked. */
 static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_http_resp *resp)
 {
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
-    struct fu_buf path = FU_BUF_INIT, norm = FU_BUF_INIT;
-    size_t updated = 0;
-    bool ok = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN, have_updates = false;
+    struct fu_buf path = FU_BUF_INIT, norm = FU_BUF_INIT, paths = FU_BUF_INIT;
+    struct upd {
+        size_t off, len;
+        double mtime;
+    } *u = NULL;
+    size_t n = 0, cap = 0;
+    bool ok = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN, have_updates = false, oom = false;
     enum fu_json_tok t = FU_JSON_ERROR;
-    pthread_rwlock_wrlock(&v->lock);
-    fu_fs_tick(&v->fs, req->recv_time);
     while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
         bool k_up = r.str_len == 7 && !memcmp(r.str, "updates", 7);
         t = fu_jr_next(&r);
@@ -326,33 +328,53 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
             if (!has_path || !has_mtime || mtime != mtime ||
                 fu_path_normalize(path.data, path.len, &norm, &why) < 0)
                 continue;
-            fu_fs_sentinel(&v->fs, norm.data, norm.len, mtime, false, 0, false, req->recv_time);
-            updated++;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                struct upd *nu = realloc(u, cap * sizeof(*nu));
+                if (!nu) {
+                    oom = true;
+                    break;
+                }
+                u = nu;
+            }
+            u[n++] = (struct upd){paths.len, norm.len, mtime};
+            fu_buf_append(&paths, norm.data, norm.len);
         }
+        if (oom)
+            break;
     }
-    pthread_rwlock_unlock(&v->lock);
-    if (ok && t == FU_JSON_OBJ_END)
+    if (ok && !oom && t == FU_JSON_OBJ_END)
         t = fu_jr_next(&r);
-    if (!ok || t != FU_JSON_EOF || !have_updates) {
+    if (oom || paths.oom) {
+        fu_http_error(resp, 503, "out of memory");
+    } else if (!ok || t != FU_JSON_EOF || !have_updates) {
         if (r.err_msg)
             fu_http_error(resp, 400, "invalid JSON at byte %zu: %s", r.err_off, r.err_msg);
         else
             fu_http_error(resp, 400, "expected {\"updates\": [{\"path\", \"mtime\"}, ...]}");
     } else {
+        pthread_rwlock_wrlock(&v->lock);
+        fu_fs_tick(&v->fs, req->recv_time);
+        for (size_t i = 0; i < n; i++)
+            fu_fs_sentinel(&v->fs, paths.data + u[i].off, u[i].len, u[i].mtime, false, 0, false,
+                           req->recv_time);
+        pthread_rwlock_unlock(&v->lock);
         struct fu_jw w;
         fu_jw_init(&w, &resp->body);
         fu_jw_obj_begin(&w);
         fu_jw_ckey(&w, "view_id");
         fu_jw_cstr(&w, v->id);
         fu_jw_ckey(&w, "updated_count");
-        fu_jw_uint(&w, updated);
+        fu_jw_uint(&w, n);
         fu_jw_ckey(&w, "status");
         fu_jw_cstr(&w, "ok");
         fu_jw_obj_end(&w);
     }
     fu_jr_free(&r);
+    free(u);
     fu_buf_free(&path);
     fu_buf_free(&norm);
+    fu_buf_free(&paths);
 }
 
 /* DELETE reset (v1): empties the view and, as v1, ends the sessions of the pipes that feed

@@ -4,6 +4,7 @@
 
 #include "common/log.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, d
     if (rc != 0)
         return -1;
     if (fu_tree_init(&v->tree) < 0) {
+        fu_tree_free(&v->tree);
         pthread_rwlock_destroy(&v->lock);
         return -1;
     }
@@ -84,7 +86,8 @@ void fu_view_tick(struct fu_view *v, double now)
 
 long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
                    double recv_time, double storage_now, const char *agent_id,
-                   const char *source_uri, const _Atomic uint64_t *fence, uint64_t epoch)
+                   const char *source_uri, const _Atomic uint64_t *fence, uint64_t epoch,
+                   const char *pipe_id, unsigned flags)
 {
     pthread_rwlock_wrlock(&v->lock);
     if (fence && atomic_load(fence) != epoch) {
@@ -92,26 +95,43 @@ long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const
         return -1;
     }
     fu_fs_tick(&v->fs, recv_time); /* timers advance with the records too */
+    bool reset = false, ended = false;
+    size_t gone = 0;
+    if (flags & FU_APPLY_AUDIT_START) /* the first audit rows start the audit (v1) */
+        reset = fu_fs_audit_start(&v->fs, recv_time, false, pipe_id, epoch);
     if (storage_now > 0)
         fu_clock_seed(v->fs.clock, recv_time, storage_now);
     uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri);
     for (size_t i = 0; i < n; i++)
         fu_fs_apply(&v->fs, &rows[i], paths + rows[i].path_off, recv_time, lineage);
     v->rows_applied += n;
+    if ((flags & FU_APPLY_AUDIT_END) && v->fs.auditing) {
+        gone = fu_fs_audit_end(&v->fs, recv_time);
+        ended = true;
+    }
     fu_tree_maybe_compact(&v->tree);
     pthread_rwlock_unlock(&v->lock);
+    if (reset)
+        fu_info("view %s: pipe %s has a new leader (epoch %llu) auditing: blind-spot lists "
+                "reset, its audit rebuilds them",
+                v->id, pipe_id, (unsigned long long)epoch);
+    if (ended)
+        fu_info("view %s: audit ended, %zu missing entries deleted", v->id, gone);
     return (long)n;
 }
 
 int fu_view_reset(struct fu_view *v)
 {
+    /* Everything that can fail first, so a failure leaves the view as it was. */
+    struct fu_tree fresh;
+    if (fu_tree_init(&fresh) < 0) {
+        fu_tree_free(&fresh);
+        return -ENOMEM;
+    }
     pthread_rwlock_wrlock(&v->lock);
-    double hot = v->fs.hot, ttl = v->fs.tomb_ttl;
-    fu_fs_free(&v->fs);
     fu_tree_free(&v->tree);
-    int rc = fu_tree_init(&v->tree);
-    if (rc == 0 && (rc = fu_fs_init(&v->fs, &v->tree, hot, ttl)) < 0)
-        fu_tree_free(&v->tree);
+    v->tree = fresh; /* a tree holds no pointer to itself */
+    fu_fs_clear(&v->fs, &v->tree);
     pthread_rwlock_unlock(&v->lock);
-    return rc;
+    return 0;
 }

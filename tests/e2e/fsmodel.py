@@ -161,16 +161,18 @@ class Model:
         return True
 
     def audit_start(self, now, explicit, pipe, epoch):
+        """A new leader's first audit resets the blind-spot lists and starts afresh."""
         self.tick(now)
-        if not explicit and self.auditing:
-            return
-        if self._new_leader(pipe, epoch):
+        new_leader = self._new_leader(pipe, epoch)
+        if new_leader:
             self.additions.clear()
             self.deletions.clear()
-        if explicit:
-            late = self.auditing and now - self.audit_start_at < LATE_START and self.seen
-            if not late:
-                self.seen.clear()
+        if not explicit and self.auditing and not new_leader:
+            return
+        late = explicit and self.auditing and now - self.audit_start_at < LATE_START \
+            and self.seen
+        if new_leader or (explicit and not late):
+            self.seen.clear()
         self.auditing = True
         self.audit_start_at = now
 
@@ -224,8 +226,12 @@ class Model:
         if r["delete"]:
             self._delete(now, wm, r)
             return
-        self._upsert_row(now, wm, r)
+        skipped = src == AUDIT and r["is_dir"] and r["skipped"]
+        self._upsert_row(now, wm, r, skipped)
         if src == AUDIT and path in self.nodes:
+            # only an audit says whether it listed a directory, even in a row it ignored
+            if r["is_dir"] and self.nodes[path].is_dir:
+                self.nodes[path].skipped = skipped
             self.seen.add(path)
 
     def _delete(self, now, wm, r):
@@ -245,7 +251,7 @@ class Model:
             self._remove(path)
         self.deletions.add(path)
 
-    def _upsert_row(self, now, wm, r):
+    def _upsert_row(self, now, wm, r, skipped):
         path, src, mtime = r["path"], r["src"], r["mtime"]
         realtime = src == REALTIME
         if path in self.tombs:
@@ -255,7 +261,7 @@ class Model:
                 return
         old = self.nodes.get(path)
         if not realtime:
-            if old is not None and not r["skipped"] and old.mtime >= mtime:
+            if old is not None and not skipped and old.mtime >= mtime:
                 return
             if src == AUDIT and old is None and r["parent"] is not False:
                 p = self.nodes.get(parent_of(path))
@@ -264,9 +270,10 @@ class Model:
         old_mtime = old.mtime if old is not None else 0.0
         old_updated = old.updated if old is not None else 0.0
         n = self._upsert(path, r["is_dir"], r["size"], mtime, now if realtime else old_updated)
-        if r["is_dir"]:
-            n.skipped = r["skipped"]
         if realtime:
+            # an event inside a directory proves the directory exists: audits spare it
+            for a in ancestors(path):
+                self.nodes[a].updated = max(self.nodes[a].updated, now)
             if r["atomic"]:
                 self.suspects.pop(path, None)
             else:
@@ -323,7 +330,7 @@ class Model:
         return {
             "nodes": nodes,
             "suspects": sorted((p, u) for p, (u, _) in self.suspects.items()),
-            "additions": sorted(p for p in self.additions if not self.nodes[p].is_dir),
+            "additions": sorted(self.additions),
             "deletions": sorted(self.deletions),
             "stats": {"has_blind_spot": bool(self.additions or self.deletions),
                       "suspect_file_count": sum(1 for p in self.suspects

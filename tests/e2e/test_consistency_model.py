@@ -167,6 +167,19 @@ class ConsistencyModel(unittest.TestCase):
         if is_end:
             self.model.audit_end(now)
 
+    def op_reconnect(self, rnd, now):
+        """The agent's session ends and a new one starts: a new leader (epoch)."""
+        status, _ = self.rx.call("DELETE", f"/api/v1/pipe/session/{self.sid}", "push", now)
+        self.assertEqual(status, 200)
+        status, resp = self.rx.call("POST", "/api/v1/pipe/session/", "push", now,
+                                    {"task_id": "model:p"})
+        self.assertEqual((status, resp["role"]), (200, "leader"), resp)
+        self.assertGreater(resp["epoch"], self.epoch)
+        self.sid, self.epoch = resp["session_id"], resp["epoch"]
+        self.log.append(f"    reconnect: epoch {self.epoch}")
+        status, resp = self.push(now, [], "snapshot", True)  # its (empty) snapshot is done
+        self.assertEqual(status, 200, resp)
+
     def op_audit(self, rnd, now):
         what = rnd.choice(["start", "end"])
         status, _ = self.rx.call("POST", f"/api/v1/pipe/consistency/audit/{what}", "push", now,
@@ -268,7 +281,8 @@ class ConsistencyModel(unittest.TestCase):
             log = self.log
             for step in range(rnd.randint(4, 16)):
                 now += rnd.choice([0.0, 0.25, 1.0, 5.0, 10.0, 29.75, 30.0, 45.0, 61.0])
-                kind = rnd.choices(["batch", "audit", "sentinel", "tick"], [8, 2, 2, 1])[0]
+                kind = rnd.choices(["batch", "audit", "sentinel", "tick", "reconnect"],
+                                   [8, 2, 2, 1, 1])[0]
                 log.append(f"  {now - BASE:.2f} {kind}")
                 if kind == "batch":
                     self.op_batch(rnd, now)
@@ -276,6 +290,8 @@ class ConsistencyModel(unittest.TestCase):
                     self.op_audit(rnd, now)
                 elif kind == "sentinel":
                     self.op_sentinel(rnd, now)
+                elif kind == "reconnect":
+                    self.op_reconnect(rnd, now)
                 else:  # only an idle stretch: the next operation runs the timers
                     pass
                 if step % 4 == 3:

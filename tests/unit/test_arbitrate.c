@@ -125,7 +125,8 @@ static void test_realtime_upsert_creates_node_and_stamps_last_updated(void **sta
     assert_true(node(e, "/a/f")->updated == T0);
     assert_false(flag(e, "/a/f", FU_N_AGENT_MISSING));
     assert_true(flag(e, "/a", FU_N_AGENT_MISSING)); /* auto-created parent: never confirmed */
-    assert_true(node(e, "/a")->updated == 0);
+    assert_true(node(e, "/a")->updated == T0);      /* but proven to exist now (audit protection) */
+    assert_true(node(e, "/")->updated == 0);
     env_free(e);
 }
 
@@ -343,6 +344,8 @@ static void test_audit_parent_check_runs_only_with_a_parent_path(void **state)
     env_free(e);
 }
 
+static void tree_d(struct env *e);
+
 static void test_audit_skipped_row_bypasses_the_mtime_check(void **state)
 {
     (void)state;
@@ -350,8 +353,51 @@ static void test_audit_skipped_row_bypasses_the_mtime_check(void **state)
     ap(e, "/d", T0, (struct r){.src = SNAP, .dir = true, .mtime = T0 - 100});
     ap(e, "/d", T0 + 1, (struct r){.src = AUDIT, .dir = true, .skipped = true, .mtime = T0 - 100});
     assert_true(flag(e, "/d", FU_N_AUDIT_SKIPPED));
-    ap(e, "/d", T0 + 2, (struct r){.src = RT, .dir = true, .mtime = T0 - 100});
-    assert_false(flag(e, "/d", FU_N_AUDIT_SKIPPED)); /* every directory row sets it */
+    ap(e, "/d", T0 + 2, (struct r){.src = RT, .dir = true, .mtime = T0 - 50});
+    assert_true(flag(e, "/d", FU_N_AUDIT_SKIPPED)); /* only an audit says it */
+    ap(e, "/d", T0 + 3, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 50});
+    assert_false(flag(e, "/d", FU_N_AUDIT_SKIPPED)); /* even a row ignored for its mtime */
+    env_free(e);
+}
+
+static void test_audit_skipped_only_counts_for_audit_directory_rows(void **state)
+{
+    (void)state;
+    struct env *e = env_new(HOT, TTL);
+    ap(e, "/f", T0, (struct r){.src = RT, .mtime = T0 - 500});
+    ap(e, "/f", T0 + 1, (struct r){.src = SNAP, .skipped = true, .mtime = T0 - 600});
+    ap(e, "/f", T0 + 1, (struct r){.src = AUDIT, .skipped = true, .mtime = T0 - 600});
+    assert_true(node(e, "/f")->mtime == T0 - 500); /* no bypass for files or snapshots */
+    env_free(e);
+}
+
+static void test_audit_end_spares_a_skipped_directory_touched_during_the_audit(void **state)
+{
+    (void)state;
+    struct env *e = env_new(HOT, TTL);
+    tree_d(e);
+    fu_fs_audit_start(&e->s, T0 + 10, true, "p", 1);
+    ap(e, "/d", T0 + 11,
+       (struct r){.src = AUDIT, .dir = true, .skipped = true, .mtime = T0 - 1000});
+    ap(e, "/d", T0 + 12, (struct r){.src = RT, .dir = true, .mtime = T0 + 12}); /* chmod */
+    assert_int_equal(fu_fs_audit_end(&e->s, T0 + 13), 0);
+    assert_non_null(node(e, "/d/a"));
+    assert_non_null(node(e, "/d/b"));
+    env_free(e);
+}
+
+static void test_audit_end_spares_parents_of_realtime_confirmations(void **state)
+{
+    (void)state;
+    struct env *e = env_new(HOT, TTL);
+    tree_d(e);
+    fu_fs_audit_start(&e->s, T0 + 10, true, "p", 1);
+    ap(e, "/d", T0 + 11, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500});
+    ap(e, "/d/a", T0 + 11, (struct r){.src = AUDIT, .mtime = T0 - 1000});
+    ap(e, "/d/b", T0 + 11, (struct r){.src = AUDIT, .mtime = T0 - 1000});
+    ap(e, "/d/new/f", T0 + 12, (struct r){.src = RT, .mtime = T0 + 12}); /* /d/new implied */
+    assert_int_equal(fu_fs_audit_end(&e->s, T0 + 13), 2);                /* /d/s and /d/s/x only */
+    assert_non_null(node(e, "/d/new/f"));
     env_free(e);
 }
 
@@ -708,6 +754,7 @@ static void test_audit_late_start_keeps_the_rows_already_seen(void **state)
     (void)state;
     struct env *e = env_new(HOT, TTL);
     tree_d(e);
+    fu_fs_audit_start(&e->s, T0 + 10, false, "p", 1); /* from the rows, as ingest does */
     ap(e, "/d", T0 + 10, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500});
     ap(e, "/d/a", T0 + 10, (struct r){.src = AUDIT, .mtime = T0 - 1000});
     fu_fs_audit_start(&e->s, T0 + 12, true, "p", 1); /* 2 s later: late, keeps what it saw */
@@ -731,6 +778,27 @@ static void test_audit_start_after_five_seconds_starts_afresh(void **state)
        (struct r){.src = AUDIT, .dir = true, .skipped = false, .mtime = T0 - 500});
     fu_fs_audit_end(&e->s, T0 + 18);
     assert_null(node(e, "/d/a")); /* the earlier sighting was forgotten */
+    env_free(e);
+}
+
+static void test_new_leader_never_finishes_a_deposed_leaders_audit(void **state)
+{
+    (void)state;
+    struct env *e = env_new(HOT, TTL);
+    tree_d(e);
+    fu_fs_audit_start(&e->s, T0 + 10, false, "p", 1);
+    ap(e, "/d", T0 + 10, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500});
+    /* leader 1 dies mid-audit; leader 2's first audit rows start a fresh audit */
+    ap(e, "/x", T0 + 20, (struct r){.src = AUDIT, .mtime = T0 - 1000});
+    assert_true(added(e, "/x"));
+    assert_true(fu_fs_audit_start(&e->s, T0 + 30, false, "p", 2));
+    assert_true(e->s.audit_start == T0 + 30);
+    ap(e, "/y", T0 + 31, (struct r){.src = AUDIT, .mtime = T0 - 1000});
+    assert_int_equal(fu_fs_audit_end(&e->s, T0 + 32), 0); /* /d was leader 1's sighting */
+    assert_true(added(e, "/y"));
+    /* its next audit does not reset what its first one found */
+    assert_false(fu_fs_audit_start(&e->s, T0 + 40, false, "p", 2));
+    assert_true(added(e, "/y"));
     env_free(e);
 }
 
@@ -1019,6 +1087,10 @@ int main(void)
         cmocka_unit_test(test_audit_ignores_row_older_than_parent_mtime),
         cmocka_unit_test(test_audit_parent_check_runs_only_with_a_parent_path),
         cmocka_unit_test(test_audit_skipped_row_bypasses_the_mtime_check),
+        cmocka_unit_test(test_audit_skipped_only_counts_for_audit_directory_rows),
+        cmocka_unit_test(test_audit_end_spares_a_skipped_directory_touched_during_the_audit),
+        cmocka_unit_test(test_audit_end_spares_parents_of_realtime_confirmations),
+        cmocka_unit_test(test_new_leader_never_finishes_a_deposed_leaders_audit),
         cmocka_unit_test(test_scans_never_refresh_last_updated),
         cmocka_unit_test(test_scan_of_a_fresh_file_makes_it_suspect_for_its_remaining_life),
         cmocka_unit_test(test_future_mtime_suspect_is_capped_at_the_threshold),

@@ -21,7 +21,9 @@ static void suspect_set(struct fu_fs *s, fu_nid id, double expiry, double mtime)
     e->b = mtime;
     e->seq = ++s->seq;
     if (fu_heap_push(&s->suspect_heap, expiry, id, e->seq) < 0) {
+        /* out of memory: no deadline, so not a suspect at all (never one stuck forever) */
         fu_idmap_del(&s->suspects, id);
+        fu_tree_set_flags(s->tree, id, 0, FU_N_SUSPECT);
         return;
     }
     fu_tree_set_flags(s->tree, id, FU_N_SUSPECT, 0);
@@ -141,6 +143,23 @@ void fu_fs_free(struct fu_fs *s)
     memset(s, 0, sizeof(*s));
 }
 
+void fu_fs_clear(struct fu_fs *s, struct fu_tree *t)
+{
+    struct fu_clock *clock = s->clock;
+    double hot = s->hot, ttl = s->tomb_ttl;
+    s->tree = NULL; /* the old tree is gone or going: do not touch its hook */
+    s->clock = NULL;
+    fu_fs_free(s);
+    s->clock = clock;
+    fu_clock_init(clock);
+    s->hot = hot;
+    s->tomb_ttl = ttl;
+    s->tree = t;
+    t->release_hook = on_release;
+    t->hook_ctx = s;
+    t->hook_mask = FU_N_SUSPECT | FU_N_BLIND_ADD;
+}
+
 double fu_fs_logical_now(const struct fu_fs *s, double now)
 {
     return fu_clock_watermark(s->clock, now);
@@ -155,8 +174,10 @@ static void mark_seen(struct fu_fs *s, fu_nid id)
     if (s->nseen == s->seen_cap) {
         size_t cap = s->seen_cap ? s->seen_cap * 2 : 1024;
         fu_nid *v = realloc(s->seen, cap * sizeof(*v));
-        if (!v)
-            return; /* unseen: the node is merely not protected from this audit's end */
+        if (!v) {
+            s->seen_lost = true; /* this audit deletes nothing: it could not remember */
+            return;
+        }
         s->seen = v;
         s->seen_cap = cap;
     }
@@ -199,8 +220,22 @@ static bool stale_listing(const struct fu_fs *s, const struct fu_row *r, const c
     return (pn->flags & FU_N_DIR) && pn->mtime > r->parent_mtime;
 }
 
+/* Marks every ancestor of `id` (the root aside) confirmed at `now`: a realtime event inside
+ * a directory proves the directory exists, so an audit running meanwhile must not delete it
+ * (v1 left parents created on the way at 0). */
+static void confirm_ancestors(struct fu_fs *s, fu_nid id, double now)
+{
+    for (fu_nid a = fu_tree_node(s->tree, id)->parent; a != FU_NID_ROOT && a != FU_NID_NONE;
+         a = fu_tree_node(s->tree, a)->parent) {
+        struct fu_node *n = fu_tree_node(s->tree, a);
+        if (n->updated >= now)
+            break;
+        n->updated = now;
+    }
+}
+
 static void apply_upsert(struct fu_fs *s, const struct fu_row *r, const char *path, double now,
-                         double watermark, uint16_t lineage)
+                         double watermark, uint16_t lineage, bool skipped)
 {
     size_t len = r->path_len;
     bool realtime = r->src == FU_SRC_REALTIME, snapshot = r->src == FU_SRC_SNAPSHOT;
@@ -218,7 +253,7 @@ static void apply_upsert(struct fu_fs *s, const struct fu_row *r, const char *pa
     const struct fu_node *on = old != FU_NID_NONE ? fu_tree_node(s->tree, old) : NULL;
     if (!realtime) {
         /* 2. Scans never overwrite what memory holds as new or newer. */
-        if (on && !r->audit_skipped && on->mtime >= mtime)
+        if (on && !skipped && on->mtime >= mtime)
             return;
         /* 3. Parent-mtime check: the listing is older than the directory we know. */
         if (r->src == FU_SRC_AUDIT && !on && r->has_parent && stale_listing(s, r, path))
@@ -237,9 +272,6 @@ static void apply_upsert(struct fu_fs *s, const struct fu_row *r, const char *pa
     fu_nid id;
     if (fu_tree_upsert(s->tree, path, len, r->is_dir, &a, &id) < 0)
         return;
-    if (r->is_dir) /* every directory row sets it, as v1's update_node */
-        fu_tree_set_flags(s->tree, id, r->audit_skipped ? FU_N_AUDIT_SKIPPED : 0,
-                          r->audit_skipped ? 0 : FU_N_AUDIT_SKIPPED);
 
     /* 5. Suspects and blind spots, by the authority of the source. */
     if (realtime) {
@@ -250,6 +282,7 @@ static void apply_upsert(struct fu_fs *s, const struct fu_row *r, const char *pa
         deletion_forget(s, path, len);
         addition_clear(s, id);
         fu_tree_set_flags(s->tree, id, 0, FU_N_AGENT_MISSING);
+        confirm_ancestors(s, id, now);
         return;
     }
     double age = watermark - mtime;
@@ -290,11 +323,20 @@ void fu_fs_apply(struct fu_fs *s, const struct fu_row *r, const char *path, doub
         apply_delete(s, r, path, now, watermark);
         return;
     }
-    apply_upsert(s, r, path, now, watermark, lineage);
+    /* Only an audit says whether it listed a directory's files (v1 let any directory row
+     * reset the flag: a touch of a directory during an audit made the audit delete its
+     * children). */
+    bool skipped = r->src == FU_SRC_AUDIT && r->is_dir && r->audit_skipped;
+    apply_upsert(s, r, path, now, watermark, lineage, skipped);
     if (r->src == FU_SRC_AUDIT && s->auditing) {
         fu_nid id = fu_tree_lookup(s->tree, path, r->path_len);
-        if (id != FU_NID_NONE)
-            mark_seen(s, id);
+        if (id == FU_NID_NONE)
+            return;
+        /* What this audit reported, even when the row changed nothing else. */
+        if (r->is_dir && (fu_tree_node(s->tree, id)->flags & FU_N_DIR))
+            fu_tree_set_flags(s->tree, id, skipped ? FU_N_AUDIT_SKIPPED : 0,
+                              skipped ? 0 : FU_N_AUDIT_SKIPPED);
+        mark_seen(s, id);
     }
 }
 
@@ -351,15 +393,16 @@ static bool new_leader_audits(struct fu_fs *s, const char *pipe_id, uint64_t epo
 bool fu_fs_audit_start(struct fu_fs *s, double now, bool explicit_, const char *pipe_id,
                        uint64_t epoch)
 {
-    if (!explicit_ && s->auditing)
-        return false;
     bool reset = new_leader_audits(s, pipe_id, epoch);
     if (reset)
         blind_reset(s);
-    if (explicit_) {
-        bool late = s->auditing && now - s->audit_start < FU_FS_LATE_START && s->nseen;
-        if (!late)
-            seen_clear(s);
+    if (!explicit_ && s->auditing && !reset)
+        return false;
+    bool late = explicit_ && s->auditing && now - s->audit_start < FU_FS_LATE_START && s->nseen;
+    if (reset || (explicit_ && !late)) {
+        /* A new leader's audit starts afresh: never the end of a deposed leader's. */
+        seen_clear(s);
+        s->seen_lost = false;
     }
     s->auditing = true;
     s->audit_start = now;
@@ -382,6 +425,8 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
      * earlier deletion of this pass already took it, as v1 does: the result does not depend
      * on the order). */
     struct fu_tree *t = s->tree;
+    if (s->seen_lost)
+        s->nseen = 0; /* out of memory during the audit: delete nothing rather than too much */
     if (s->nseen)
         qsort(s->seen, s->nseen, sizeof(*s->seen), cmp_nid);
     fu_nid *doomed = NULL;
@@ -446,6 +491,7 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
     s->audit_cycles++;
     s->auditing = false;
     s->audit_start = 0;
+    s->seen_lost = false;
     return deleted;
 }
 
@@ -626,7 +672,7 @@ int fu_fs_write_blind_spots(const struct fu_fs *s, struct fu_jw *w)
 {
     struct fu_buf store = FU_BUF_INIT, scratch = FU_BUF_INIT;
     size_t n;
-    struct named *v = named_nodes(s, &s->additions, true, &store, &n);
+    struct named *v = named_nodes(s, &s->additions, false, &store, &n);
     const struct fu_pathent **d = malloc((s->deletions.count + 1) * sizeof(*d));
     if (!v || !d) {
         free(v);

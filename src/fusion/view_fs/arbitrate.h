@@ -69,11 +69,14 @@ struct fu_fs {
     uint64_t audit_cycles;
     fu_nid *seen; /* nodes flagged FU_N_AUDIT_SEEN (may hold stale or repeated ids) */
     size_t nseen, seen_cap;
+    bool seen_lost;    /* out of memory while recording: this audit deletes nothing */
     double latency_ms; /* of the last row: watermark - mtime */
 };
 
 int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold, double tombstone_ttl);
 void fu_fs_free(struct fu_fs *s);
+/* Forgets everything (clock samples included) and attaches to tree `t`, without allocating. */
+void fu_fs_clear(struct fu_fs *s, struct fu_tree *t);
 
 /* One row, at receive time `now`, from an agent and source interned as `lineage`. */
 void fu_fs_apply(struct fu_fs *s, const struct fu_row *r, const char *path, double now,
@@ -82,8 +85,8 @@ void fu_fs_apply(struct fu_fs *s, const struct fu_row *r, const char *path, doub
 /* An audit starts: `explicit` for POST consistency/audit/start (clears the rows seen so far,
  * unless another start came less than 5 s before: v1's late start), else the first audit
  * rows of a batch (starts one only if none runs). The first audit of a new leader of a pipe
- * (pipe_id, epoch) resets the view's blind-spot lists: the new leader's audit rebuilds them.
- * Returns true when that reset happened. */
+ * (pipe_id, epoch) always starts afresh and resets the view's blind-spot lists: the new
+ * leader's audit rebuilds them. Returns true when that reset happened. */
 bool fu_fs_audit_start(struct fu_fs *s, double now, bool explicit_, const char *pipe_id,
                        uint64_t epoch);
 /* Ends the running audit (nothing when none runs): purges expired tombstones and deletes,
@@ -115,8 +118,9 @@ static inline bool fu_fs_has_blind_spot(const struct fu_fs *s)
 
 /* GET suspect-list: [{"path", "suspect_until"}], by path. */
 int fu_fs_write_suspects(const struct fu_fs *s, struct fu_jw *w);
-/* GET blind-spots: {"additions_count", "additions": [file nodes], "deletion_count",
- * "deletions": [paths]}, each list by path. */
+/* GET blind-spots: {"additions_count", "additions": [nodes], "deletion_count",
+ * "deletions": [paths]}, each list by path. Directories are listed too (v1 listed files but
+ * counted directories in has_blind_spot). */
 int fu_fs_write_blind_spots(const struct fu_fs *s, struct fu_jw *w);
 /* The paths of suspect files, by path (sentinel tasks). */
 int fu_fs_write_suspect_paths(const struct fu_fs *s, struct fu_jw *w, size_t *count);

@@ -241,14 +241,14 @@ int fu_service_run(struct fu_service *svc)
     if (rc < 0) {
         char m[512];
         snprintf(m, sizeof(m), "error: cannot open the log file: %s\n", strerror(-rc));
+        service_free(svc); /* the pidfile goes before the starter hears of the failure */
         fu_daemon_report(&svc->report_fd, false, m);
-        service_free(svc);
         return 1;
     }
     if ((rc = fu_signals_install()) < 0) {
         fu_error("cannot install signal handlers: %s", strerror(-rc));
-        fu_daemon_report(&svc->report_fd, false, "error: cannot install signal handlers\n");
         service_free(svc);
+        fu_daemon_report(&svc->report_fd, false, "error: cannot install signal handlers\n");
         return 1;
     }
     if (svc->app->start) {
@@ -258,9 +258,9 @@ int fu_service_run(struct fu_service *svc)
             fu_error("cannot start: %s", err);
             char m[700];
             snprintf(m, sizeof(m), "error: cannot start: %s\n", err);
-            fu_daemon_report(&svc->report_fd, false, m);
             service_free(svc);
             fu_log_close();
+            fu_daemon_report(&svc->report_fd, false, m);
             return 1;
         }
     }

@@ -127,6 +127,8 @@ struct fu_cfg_source {
     char *file_pattern;
     char *startup_mode; /* NULL (snapshot first) | message-only */
     double max_sync_delay_seconds;
+    struct fu_strv exclude; /* globs on names (no '/') or relative paths: not scanned, watched */
+    bool one_filesystem;    /* default true: do not descend into other mounted filesystems */
 };
 
 struct fu_cfg_sender {

@@ -36,6 +36,8 @@ static const struct fu_field source_params_fields[] = {
     {"startup_mode", FT_ENUM, SO(startup_mode), F_NULLABLE, NORANGE, startup_modes, NULL, NULL},
     {"max_sync_delay_seconds", FT_FLOAT, SO(max_sync_delay_seconds), 0, RANGE(0.01, 3600), NULL,
      NULL, NULL},
+    {"exclude", FT_STRV, SO(exclude), 0, NORANGE, NULL, NULL, NULL},
+    {"one_filesystem", FT_BOOL, SO(one_filesystem), 0, NORANGE, NULL, NULL, NULL},
 };
 static const struct fu_schema source_params_schema = {"driver_params", source_params_fields,
                                                       FU_COUNT(source_params_fields), 0, NULL};
@@ -60,6 +62,7 @@ static void source_defaults(void *p)
     s->max_scan_workers = 4;
     s->file_pattern = strdup("*");
     s->max_sync_delay_seconds = 1;
+    s->one_filesystem = true;
 }
 static const struct fu_schema source_schema = {"source", source_fields, FU_COUNT(source_fields),
                                                sizeof(struct fu_cfg_source), source_defaults};

@@ -152,8 +152,8 @@ static void test_scan_reports_entries_relative_to_the_root(void **state)
     (void)state;
     struct fu_scan_opts o = {.root = root, .recursive = true, .workers = 2};
     struct seen *s = scan(&o, 0);
-    const char *want[] = {"/", "/a", "/a/b", "/c", "/.snapshot", "/top", "/a/f1.dat",
-                          "/a/f2.tmp", "/a/b/f3.dat", "/.snapshot/old"};
+    const char *want[] = {"/",    "/a",        "/a/b",      "/c",          "/.snapshot",
+                          "/top", "/a/f1.dat", "/a/f2.tmp", "/a/b/f3.dat", "/.snapshot/old"};
     assert_int_equal(s->n, sizeof(want) / sizeof(want[0]));
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         assert_non_null(find(s, want[i]));

@@ -367,8 +367,8 @@ static int do_dir(struct worker *k, struct job *j)
             return 0;
         }
         walk_error(w, "cannot open", j->path, err);
-    } else if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE | STATX_MTIME | STATX_CTIME | STATX_INO,
-                     &sx) < 0) {
+    } else if (statx(fd, "", AT_EMPTY_PATH,
+                     STATX_TYPE | STATX_SIZE | STATX_MTIME | STATX_CTIME | STATX_INO, &sx) < 0) {
         walk_error(w, "cannot stat", j->path, errno);
         close(fd);
         return 0;

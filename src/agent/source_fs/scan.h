@@ -23,7 +23,7 @@ struct fu_scan_entry {
     const char *path; /* relative, leading '/', NUL-terminated */
     size_t path_len;
     bool is_dir;
-    bool audit_skipped;      /* audits: a directory whose mtime matched the cache */
+    bool audit_skipped; /* audits: a directory whose mtime matched the cache */
     uint64_t size;
     double mtime, ctime;
     const char *parent_path; /* audits: the directory holding the entry ("" for the root) */
@@ -43,15 +43,15 @@ size_t fu_dircache_size(struct fu_dircache *c);
 typedef int (*fu_scan_emit)(void *ctx, const struct fu_scan_entry *v, size_t n);
 
 struct fu_scan_opts {
-    const char *root;                 /* absolute path of the source */
-    const char *subpath;              /* relative start below the root ("/" or NULL: all) */
-    const char *file_pattern;         /* glob on file names; NULL or "*" = every file */
-    const struct fu_strv *exclude;    /* globs on names and on relative paths */
-    int workers;                      /* <= 0: the number of online CPUs */
-    bool cross_filesystems;           /* default: stay on the root's filesystem */
-    bool recursive;                   /* false: the start directory and its entries only */
-    struct fu_dircache *cache;        /* audits; NULL for snapshots and scans */
-    size_t chunk;                     /* entries per emit call (default 256) */
+    const char *root;              /* absolute path of the source */
+    const char *subpath;           /* relative start below the root ("/" or NULL: all) */
+    const char *file_pattern;      /* glob on file names; NULL or "*" = every file */
+    const struct fu_strv *exclude; /* globs on names and on relative paths */
+    int workers;                   /* <= 0: the number of online CPUs */
+    bool cross_filesystems;        /* default: stay on the root's filesystem */
+    bool recursive;                /* false: the start directory and its entries only */
+    struct fu_dircache *cache;     /* audits; NULL for snapshots and scans */
+    size_t chunk;                  /* entries per emit call (default 256) */
 };
 
 struct fu_scan_stats {

@@ -1,0 +1,530 @@
+/* The agent's runtime; see agent.h. Each pipe thread runs the control loop: open a session
+ * (with exponential backoff and jitter while Fusion is away), start its heartbeat thread,
+ * run the leader's snapshot, then wait until the session is lost or the agent stops. */
+#include "agent/agent.h"
+
+#include "agent/sender_http.h"
+#include "agent/source_fs/scan.h"
+#include "common/json.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct pipe_rt {
+    struct fu_agent *agent;
+    char *id, *task_id, *root, *file_pattern, *key;
+    struct fu_strv uris, exclude;
+    bool one_filesystem;
+    int workers;
+    size_t batch_size;
+    double timeout, session_timeout; /* session_timeout: NAN = Fusion decides */
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    bool kick; /* wakes the pipe thread: its role changed */
+    /* the session, shared with the heartbeat thread */
+    char sid[128];
+    _Atomic bool lost;   /* 419 or closed: open a new one */
+    _Atomic bool leader;
+    _Atomic uint64_t epoch;
+    double hb_interval;
+    pthread_t hb;
+    bool hb_running;
+    /* progress, for logs */
+    _Atomic uint64_t rows_sent;
+    struct fu_scan_stats scan;
+    char last_error[256];
+};
+
+struct fu_agent {
+    char *agent_id;
+    struct pipe_rt *pipes;
+    size_t npipes;
+};
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Sleeps up to `sec`, or until the pipe stops, its session is lost or it is kicked; returns
+ * false when it stopped. */
+static bool nap_for(struct pipe_rt *p, double sec, bool kickable)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + sec;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop && !atomic_load(&p->lost) && !(kickable && p->kick)) {
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    if (kickable)
+        p->kick = false;
+    bool go = !p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return go;
+}
+
+/* The pipe thread's nap: a kick ends it. */
+static bool nap(struct pipe_rt *p, double sec)
+{
+    return nap_for(p, sec, true);
+}
+
+static bool stopping(struct pipe_rt *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool s = p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+/* The last error, for `status`. */
+static void set_error(struct pipe_rt *p, const char *what, const char *detail)
+{
+    pthread_mutex_lock(&p->mu);
+    snprintf(p->last_error, sizeof(p->last_error), "%s: %.200s", what, detail);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------ session */
+
+/* Reads the role and epoch of a session or heartbeat reply. */
+static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, size_t sidlen,
+                      double *timeout)
+{
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(body), body->len);
+    enum fu_json_tok t = fu_jr_next(&r);
+    while (t == FU_JSON_OBJ_BEGIN && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        char key[40];
+        snprintf(key, sizeof(key), "%.*s", (int)(r.str_len < 39 ? r.str_len : 39), r.str);
+        t = fu_jr_next(&r);
+        if (!strcmp(key, "role") && t == FU_JSON_STRING)
+            atomic_store(&p->leader, r.str_len == 6 && !memcmp(r.str, "leader", 6));
+        else if (!strcmp(key, "epoch") && t == FU_JSON_INT && r.i64 >= 0)
+            atomic_store(&p->epoch, (uint64_t)r.i64);
+        else if (sid && !strcmp(key, "session_id") && t == FU_JSON_STRING && r.str_len < sidlen)
+            snprintf(sid, sidlen, "%.*s", (int)r.str_len, r.str);
+        else if (timeout && !strcmp(key, "session_timeout_seconds") &&
+                 (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
+            *timeout = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (fu_jr_skip(&r) < 0)
+            break;
+        t = FU_JSON_OBJ_BEGIN;
+    }
+    fu_jr_free(&r);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    struct pipe_rt *p = arg;
+    struct fu_hc c;
+    if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
+        return NULL;
+    struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT, path = FU_BUF_INIT;
+    fu_buf_printf(&path, "/api/v1/pipe/session/%s/heartbeat", p->sid);
+    while (nap_for(p, p->hb_interval, false) && !atomic_load(&p->lost)) {
+        fu_buf_reset(&body);
+        fu_buf_printf(&body,
+                      "{\"can_realtime\":true,\"agent_status\":{\"agent_id\":\"%s\","
+                      "\"state\":\"RUNNING\",\"role\":\"%s\",\"events_pushed\":%llu}}",
+                      p->agent->agent_id, atomic_load(&p->leader) ? "leader" : "follower",
+                      (unsigned long long)atomic_load(&p->rows_sent));
+        long st = fu_hc_call(&c, "POST", path.data, body.data, body.len, &out);
+        if (st == 200) {
+            bool was = atomic_load(&p->leader);
+            read_role(p, &out, NULL, 0, NULL);
+            if (was != atomic_load(&p->leader)) {
+                fu_info("pipe %s: Fusion made this agent %s (epoch %llu)", p->id,
+                        atomic_load(&p->leader) ? "the leader" : "a follower",
+                        (unsigned long long)atomic_load(&p->epoch));
+                pthread_mutex_lock(&p->mu);
+                p->kick = true;
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->mu);
+            }
+        } else if (st == 419 || st == 404) {
+            fu_warn("pipe %s: session %s is gone (HTTP %ld); opening a new one", p->id, p->sid,
+                    st);
+            pthread_mutex_lock(&p->mu);
+            atomic_store(&p->lost, true);
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        } else if (st < 0) {
+            set_error(p, "heartbeat", c.err);
+            fu_warn("pipe %s: heartbeat failed: %s (retrying)", p->id, c.err);
+        } else {
+            fu_warn("pipe %s: heartbeat answered HTTP %ld: %s", p->id, st, fu_buf_str(&out));
+        }
+    }
+    fu_buf_free(&body);
+    fu_buf_free(&out);
+    fu_buf_free(&path);
+    fu_hc_free(&c);
+    return NULL;
+}
+
+static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
+{
+    struct fu_buf body = FU_BUF_INIT;
+    struct fu_jw w;
+    fu_jw_init(&w, &body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "task_id");
+    fu_jw_cstr(&w, p->task_id);
+    if (!isnan(p->session_timeout)) {
+        fu_jw_ckey(&w, "session_timeout_seconds");
+        fu_jw_double(&w, p->session_timeout);
+    }
+    fu_jw_ckey(&w, "source_type");
+    fu_jw_cstr(&w, "fs");
+    fu_jw_ckey(&w, "client_info");
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "agent_id");
+    fu_jw_cstr(&w, p->agent->agent_id);
+    fu_jw_ckey(&w, "source_uri");
+    fu_jw_cstr(&w, p->root);
+    fu_jw_obj_end(&w);
+    fu_jw_obj_end(&w);
+    long st = fu_hc_call(c, "POST", "/api/v1/pipe/session/", body.data, body.len, out);
+    fu_buf_free(&body);
+    if (st != 200) {
+        set_error(p, "session", st < 0 ? c->err : fu_buf_str(out));
+        fu_warn("pipe %s: cannot open a session: %s", p->id,
+                st < 0 ? c->err : fu_buf_str(out));
+        return false;
+    }
+    double timeout = 30;
+    p->sid[0] = '\0';
+    read_role(p, out, p->sid, sizeof(p->sid), &timeout);
+    if (!p->sid[0])
+        return false;
+    p->hb_interval = timeout / 3 > 0.05 ? timeout / 3 : 0.05;
+    atomic_store(&p->lost, false);
+    fu_info("pipe %s: session %s open as %s (epoch %llu, timeout %.1f s)", p->id, p->sid,
+            atomic_load(&p->leader) ? "leader" : "follower",
+            (unsigned long long)atomic_load(&p->epoch), timeout);
+    return true;
+}
+
+static void close_session(struct pipe_rt *p, struct fu_hc *c)
+{
+    if (p->hb_running) {
+        pthread_mutex_lock(&p->mu);
+        atomic_store(&p->lost, true); /* ends the heartbeat loop */
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->hb, NULL);
+        p->hb_running = false;
+    }
+    if (p->sid[0]) {
+        struct fu_buf out = FU_BUF_INIT, path = FU_BUF_INIT;
+        fu_buf_printf(&path, "/api/v1/pipe/session/%s", p->sid);
+        fu_hc_call(c, "DELETE", path.data, NULL, 0, &out);
+        fu_buf_free(&out);
+        fu_buf_free(&path);
+        p->sid[0] = '\0';
+    }
+}
+
+/* ------------------------------------------------------------ snapshot */
+
+struct batcher {
+    struct pipe_rt *p;
+    struct fu_hc c;
+    pthread_mutex_t mu; /* the walk's workers share one batch */
+    struct fu_buf body, out, path;
+    struct fu_jw w;
+    size_t rows;
+    const char *source; /* message_source */
+    int rc;
+};
+
+static void batch_open(struct batcher *b)
+{
+    fu_buf_reset(&b->body);
+    fu_jw_init(&b->w, &b->body);
+    fu_buf_printf(&b->body,
+                  "{\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
+                  "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
+                  "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":[\"path\","
+                  "\"file_name\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"],"
+                  "\"rows\":[",
+                  b->p->sid, b->source, b->source, (long long)(wall() * 1000));
+    b->rows = 0;
+}
+
+/* Sends what the batch holds; a lost session or a stop ends the walk. */
+static int batch_send(struct batcher *b)
+{
+    if (!b->rows)
+        return 0;
+    fu_buf_puts(&b->body, "]}]}");
+    for (;;) {
+        long st = fu_hc_call(&b->c, "POST", b->path.data, b->body.data, b->body.len, &b->out);
+        if (st == 200) {
+            atomic_fetch_add(&b->p->rows_sent, b->rows);
+            batch_open(b);
+            return 0;
+        }
+        if (st == 419 || st == 404 || st == 409) {
+            fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over",
+                    b->p->id, st, fu_buf_str(&b->out));
+            pthread_mutex_lock(&b->p->mu);
+            atomic_store(&b->p->lost, true);
+            pthread_cond_broadcast(&b->p->cv);
+            pthread_mutex_unlock(&b->p->mu);
+            return -EPIPE;
+        }
+        if (st > 0) {
+            fu_error("pipe %s: batch refused (HTTP %ld: %s)", b->p->id, st, fu_buf_str(&b->out));
+            return -EPROTO;
+        }
+        set_error(b->p, "push", b->c.err);
+        fu_warn("pipe %s: push failed: %s (retrying)", b->p->id, b->c.err);
+        if (!nap(b->p, 1.0) || atomic_load(&b->p->lost))
+            return -EPIPE;
+    }
+}
+
+static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
+{
+    struct batcher *b = ctx;
+    pthread_mutex_lock(&b->mu);
+    int rc = b->rc;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const struct fu_scan_entry *e = &v[i];
+        const char *name = strrchr(e->path, '/');
+        name = name && name[1] ? name + 1 : "";
+        fu_jw_obj_begin(&b->w);
+        fu_jw_ckey(&b->w, "path");
+        fu_jw_str(&b->w, e->path, e->path_len);
+        fu_jw_ckey(&b->w, "file_name");
+        fu_jw_cstr(&b->w, name);
+        fu_jw_ckey(&b->w, "size");
+        fu_jw_uint(&b->w, e->size);
+        fu_jw_ckey(&b->w, "modified_time");
+        fu_jw_double(&b->w, e->mtime);
+        fu_jw_ckey(&b->w, "created_time");
+        fu_jw_double(&b->w, e->ctime);
+        fu_jw_ckey(&b->w, "is_directory");
+        fu_jw_bool(&b->w, e->is_dir);
+        fu_jw_obj_end(&b->w);
+        if (++b->rows >= b->p->batch_size)
+            rc = batch_send(b);
+    }
+    if (!rc && stopping(b->p))
+        rc = -ECANCELED;
+    b->rc = rc;
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+/* The leader's snapshot: the whole tree as snapshot rows, then the end marker. */
+static int snapshot(struct pipe_rt *p)
+{
+    struct batcher b = {.p = p, .source = "snapshot"};
+    if (fu_hc_init(&b.c, &p->uris, p->key, p->timeout) < 0)
+        return -ENOMEM;
+    pthread_mutex_init(&b.mu, NULL);
+    fu_buf_printf(&b.path, "/api/v1/pipe/ingest/%s/events", p->sid);
+    batch_open(&b);
+    struct fu_scan_opts o = {
+        .root = p->root,
+        .file_pattern = p->file_pattern,
+        .exclude = &p->exclude,
+        .workers = p->workers,
+        .cross_filesystems = !p->one_filesystem,
+        .recursive = true,
+    };
+    memset(&p->scan, 0, sizeof(p->scan));
+    double t0 = wall();
+    fu_info("pipe %s: snapshot of %s starts", p->id, p->root);
+    int rc = fu_scan(&o, on_entries, &b, &p->scan);
+    if (!rc)
+        rc = batch_send(&b);
+    if (!rc) {
+        fu_buf_reset(&b.body);
+        fu_buf_printf(&b.body,
+                      "{\"session_id\":\"%s\",\"source_type\":\"snapshot\",\"is_end\":true,"
+                      "\"events\":[]}",
+                      p->sid);
+        long st = fu_hc_call(&b.c, "POST", b.path.data, b.body.data, b.body.len, &b.out);
+        rc = st == 200 ? 0 : -EPIPE;
+    }
+    if (!rc)
+        fu_info("pipe %s: snapshot done: %llu directories, %llu files, %llu errors in %.1f s",
+                p->id, (unsigned long long)p->scan.dirs, (unsigned long long)p->scan.files,
+                (unsigned long long)p->scan.errors, wall() - t0);
+    else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
+        fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
+    fu_buf_free(&b.body);
+    fu_buf_free(&b.out);
+    fu_buf_free(&b.path);
+    pthread_mutex_destroy(&b.mu);
+    fu_hc_free(&b.c);
+    return rc;
+}
+
+/* ------------------------------------------------------------ the pipe */
+
+static void *pipe_main(void *arg)
+{
+    struct pipe_rt *p = arg;
+    struct fu_hc c;
+    if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0) {
+        fu_error("pipe %s: out of memory", p->id);
+        return NULL;
+    }
+    struct fu_backoff bo = {.base = 0.5, .cap = 30, .seed = (uint64_t)getpid() ^ (uint64_t)p};
+    struct fu_buf out = FU_BUF_INIT;
+    while (!stopping(p)) {
+        if (!open_session(p, &c, &out)) {
+            nap(p, fu_backoff_next(&bo));
+            continue;
+        }
+        fu_backoff_reset(&bo);
+        if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
+            p->hb_running = true;
+        bool synced = false;
+        while (!stopping(p) && !atomic_load(&p->lost)) {
+            if (atomic_load(&p->leader) && !synced) {
+                int rc = snapshot(p);
+                synced = rc == 0;
+                if (rc < 0 && rc != -EPIPE && rc != -ECANCELED)
+                    nap(p, fu_backoff_next(&bo)); /* e.g. the root is missing: try later */
+                continue;
+            }
+            nap(p, 3600);
+        }
+        close_session(p, &c);
+        atomic_store(&p->lost, false); /* so that the backoff naps really wait */
+    }
+    fu_buf_free(&out);
+    fu_hc_free(&c);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+static const void *find_item(const struct fu_cfg_vec *v, size_t size, const char *id)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        const struct fu_cfg_item *it = (const void *)((const char *)v->v + i * size);
+        if (!strcmp(it->id, id))
+            return it;
+    }
+    return NULL;
+}
+
+static void pipe_free(struct pipe_rt *p)
+{
+    free(p->id);
+    free(p->task_id);
+    free(p->root);
+    free(p->file_pattern);
+    free(p->key);
+    fu_strv_free(&p->uris);
+    fu_strv_free(&p->exclude);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+}
+
+void fu_agent_stop(struct fu_agent *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->npipes; i++) {
+        struct pipe_rt *p = &a->pipes[i];
+        pthread_mutex_lock(&p->mu);
+        p->stop = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    for (size_t i = 0; i < a->npipes; i++) {
+        if (a->pipes[i].started)
+            pthread_join(a->pipes[i].thread, NULL);
+        pipe_free(&a->pipes[i]);
+    }
+    free(a->pipes);
+    free(a->agent_id);
+    free(a);
+}
+
+int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err, size_t errlen)
+{
+    const struct fu_cfg_agent *ac = &cfg->agent;
+    struct fu_agent *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    char host[256] = "agent";
+    gethostname(host, sizeof(host) - 1);
+    a->agent_id = strdup(ac->agent_id ? ac->agent_id : host);
+    a->pipes = calloc(ac->pipes.n ? ac->pipes.n : 1, sizeof(*a->pipes));
+    if (!a->agent_id || !a->pipes) {
+        fu_agent_stop(a);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < ac->pipes.n; i++) {
+        const struct fu_cfg_apipe *cp = FU_CFG_AT(&ac->pipes, struct fu_cfg_apipe, i);
+        if (!fu_config_pipe_active(cfg, &cp->it))
+            continue;
+        const struct fu_cfg_source *src =
+            find_item(&ac->sources, sizeof(struct fu_cfg_source), cp->source.id);
+        const struct fu_cfg_sender *snd =
+            find_item(&ac->senders, sizeof(struct fu_cfg_sender), cp->sender.id);
+        if (!src || !snd)
+            continue; /* validation already refused it */
+        struct pipe_rt *p = &a->pipes[a->npipes++];
+        pthread_mutex_init(&p->mu, NULL);
+        pthread_cond_init(&p->cv, NULL);
+        p->agent = a;
+        p->id = strdup(cp->it.id);
+        p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);
+        if (p->task_id)
+            sprintf(p->task_id, "%s:%s", a->agent_id, cp->it.id);
+        p->root = strdup(src->uri);
+        p->file_pattern = strdup(src->file_pattern ? src->file_pattern : "*");
+        p->key = strdup(snd->credential.key ? snd->credential.key : "");
+        for (size_t k = 0; k < src->exclude.n; k++)
+            fu_strv_push(&p->exclude, src->exclude.v[k]);
+        fu_strv_push(&p->uris, snd->uri);
+        p->one_filesystem = src->one_filesystem;
+        p->workers = (int)src->max_scan_workers;
+        p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
+        p->timeout = snd->timeout_sec;
+        p->session_timeout = cp->session_timeout_seconds;
+        if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n) {
+            fu_agent_stop(a);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < a->npipes; i++) {
+        struct pipe_rt *p = &a->pipes[i];
+        if (pthread_create(&p->thread, NULL, pipe_main, p) != 0) {
+            snprintf(err, errlen, "cannot start the thread of pipe %s", p->id);
+            fu_agent_stop(a);
+            return -EAGAIN;
+        }
+        p->started = true;
+    }
+    *out = a;
+    return 0;
+}

@@ -1,0 +1,148 @@
+"""The agent end to end against a real Fusion: a real fustor-agent scans a real directory
+tree and its snapshot shows up in Fusion's view; a second agent on the same pipe follows;
+when the leader goes away the follower takes over and snapshots; Fusion away at the start
+and the agent retries until it is back."""
+import os
+import shutil
+import tempfile
+import time
+import unittest
+
+from harness import Home, free_port, wait_for
+from v1agent import request
+
+FUSION = """
+logging: INFO
+receivers:
+  rx: {{driver: http, bind_host: 127.0.0.1, port: {rx}, api_keys: [{{key: k1, pipe_id: p}}]}}
+views:
+  v: {{driver: fs, api_keys: [read]}}
+pipes:
+  p: {{receiver: rx, views: [v], session_timeout_seconds: 3}}
+"""
+
+AGENT = """
+agent_id: {agent_id}
+logging: INFO
+sources:
+  src:
+    driver: fs
+    uri: "{root}"
+    driver_params:
+      exclude: [".snapshot", "*.tmp"]
+senders:
+  fusion:
+    driver: fusion
+    uri: "http://127.0.0.1:{rx}"
+    credential: {{key: k1}}
+pipes:
+  sync:
+    source: src
+    sender: fusion
+    batch_size: 50
+"""
+
+
+class AgentSnapshot(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="fustor-e2e-tree-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        for d in range(5):
+            os.makedirs(f"{self.root}/d{d}/sub")
+            for f in range(30):
+                with open(f"{self.root}/d{d}/f{f:02d}.dat", "w") as fh:
+                    fh.write("x" * f)
+            with open(f"{self.root}/d{d}/sub/deep.bin", "w") as fh:
+                fh.write("deep")
+        os.makedirs(f"{self.root}/.snapshot/old")
+        with open(f"{self.root}/scratch.tmp", "w") as fh:
+            fh.write("ignored")
+        self.rx = free_port()
+        self.fusion = Home("fusion")
+        self.fusion.put("default.yaml", FUSION.format(rx=self.rx))
+        self.api = f"http://127.0.0.1:{self.fusion.api_port}/api/v1/views/v"
+
+    def start_fusion(self):
+        r = self.fusion.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(self.fusion.cleanup)
+        self.addCleanup(self.fusion.run, "stop")
+
+    def start_agent(self, agent_id):
+        a = Home("agent")
+        a.put("default.yaml", AGENT.format(agent_id=agent_id, root=self.root, rx=self.rx))
+        r = a.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(a.run, "stop")
+        return a
+
+    def tree_paths(self):
+        status, t, _ = request("GET", f"{self.api}/tree?path=/&recursive=true", "read")
+        if status != 200:
+            return None
+        out, stack = set(), [t]
+        while stack:
+            n = stack.pop()
+            out.add(n["path"])
+            stack += n.get("children") or []
+        return out
+
+    def sessions(self):
+        return request("GET", f"{self.api}/sessions", "read")[1]["active_sessions"]
+
+    def expected(self):
+        want = {"/"}
+        for d in range(5):
+            want |= {f"/d{d}", f"/d{d}/sub", f"/d{d}/sub/deep.bin"}
+            want |= {f"/d{d}/f{f:02d}.dat" for f in range(30)}
+        return want
+
+    def test_leader_snapshot_reaches_fusion(self):
+        self.start_fusion()
+        a = self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20,
+                 what="the snapshot in Fusion")
+        status, node, _ = request("GET", f"{self.api}/tree?path=/d3/f07.dat", "read")
+        self.assertEqual((node["size"], node["last_agent_id"], node["source_uri"]),
+                         (7, "host-a", self.root))
+        self.assertAlmostEqual(node["modified_time"],
+                               os.stat(f"{self.root}/d3/f07.dat").st_mtime, places=5)
+        s = self.sessions()
+        self.assertEqual([(x["task_id"], x["role"]) for x in s], [("host-a:sync", "leader")])
+        self.assertIn("snapshot done", a.log_text())
+
+    def test_follower_takes_over_when_the_leader_stops(self):
+        self.start_fusion()
+        a = self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        b = self.start_agent("host-b")
+        wait_for(lambda: len(self.sessions()) == 2, timeout=10, what="the second session")
+        roles = {x["task_id"]: x["role"] for x in self.sessions()}
+        self.assertEqual(roles, {"host-a:sync": "leader", "host-b:sync": "follower"})
+        with open(f"{self.root}/d0/after.dat", "w") as fh:
+            fh.write("new")
+        self.assertEqual(a.run("stop").returncode, 0)
+        # A closes its session on the way out; B learns it leads at its next heartbeat and
+        # snapshots, which brings the file A never sent.
+        try:
+            wait_for(lambda: "/d0/after.dat" in (self.tree_paths() or ()), timeout=20,
+                     what="the new leader's snapshot")
+        except AssertionError:
+            print(b.log_text()[-3000:], self.fusion.log_text()[-3000:])
+            raise
+        roles = {x["task_id"]: x["role"] for x in self.sessions()}
+        self.assertEqual(roles, {"host-b:sync": "leader"})
+        self.assertIn("the leader", b.log_text())
+
+    def test_agent_waits_for_fusion(self):
+        a = self.start_agent("host-a")
+        wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,
+                 what="a failed attempt")
+        self.start_fusion()
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=40,
+                 what="the snapshot once Fusion is up")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -35,7 +35,7 @@ struct pipe_rt {
     bool kick; /* wakes the pipe thread: its role changed */
     /* the session, shared with the heartbeat thread */
     char sid[128];
-    _Atomic bool lost;   /* 419 or closed: open a new one */
+    _Atomic bool lost; /* 419 or closed: open a new one */
     _Atomic bool leader;
     _Atomic uint64_t epoch;
     double hb_interval;
@@ -161,8 +161,7 @@ static void *heartbeat_main(void *arg)
                 pthread_mutex_unlock(&p->mu);
             }
         } else if (st == 419 || st == 404) {
-            fu_warn("pipe %s: session %s is gone (HTTP %ld); opening a new one", p->id, p->sid,
-                    st);
+            fu_warn("pipe %s: session %s is gone (HTTP %ld); opening a new one", p->id, p->sid, st);
             pthread_mutex_lock(&p->mu);
             atomic_store(&p->lost, true);
             pthread_cond_broadcast(&p->cv);
@@ -207,8 +206,7 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
     fu_buf_free(&body);
     if (st != 200) {
         set_error(p, "session", st < 0 ? c->err : fu_buf_str(out));
-        fu_warn("pipe %s: cannot open a session: %s", p->id,
-                st < 0 ? c->err : fu_buf_str(out));
+        fu_warn("pipe %s: cannot open a session: %s", p->id, st < 0 ? c->err : fu_buf_str(out));
         return false;
     }
     double timeout = 30;
@@ -285,8 +283,8 @@ static int batch_send(struct batcher *b)
             return 0;
         }
         if (st == 419 || st == 404 || st == 409) {
-            fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over",
-                    b->p->id, st, fu_buf_str(&b->out));
+            fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over", b->p->id,
+                    st, fu_buf_str(&b->out));
             pthread_mutex_lock(&b->p->mu);
             atomic_store(&b->p->lost, true);
             pthread_cond_broadcast(&b->p->cv);

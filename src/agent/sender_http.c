@@ -69,8 +69,8 @@ void fu_hc_free(struct fu_hc *c)
     memset(c, 0, sizeof(*c));
 }
 
-long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const char *body,
-                size_t len, struct fu_buf *out)
+long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const char *body, size_t len,
+                struct fu_buf *out)
 {
     CURL *h = c->curl;
     fu_buf_reset(out);

@@ -28,8 +28,8 @@ void fu_hc_free(struct fu_hc *c);
 /* `method` `path` (below the base URL) with an optional JSON body. Returns the HTTP status
  * with the body in `out`, or -1 when the request did not get through (c->err says why; the
  * next call uses the next URI). */
-long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const char *body,
-                size_t len, struct fu_buf *out);
+long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const char *body, size_t len,
+                struct fu_buf *out);
 
 /* Exponential backoff with full jitter: each delay is uniform in [0, min(cap, base * 2^n)),
  * n counting the failures in a row; a success resets it. `seed` makes it reproducible. */

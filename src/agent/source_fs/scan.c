@@ -295,6 +295,8 @@ static int list_dir(struct worker *k, struct job *j, int fd, double mtime, bool 
                 continue;
             unsigned type = d->d_type;
             struct statx sx = {0};
+            if (type == DT_REG && o->dirs_only)
+                continue;
             if (type == DT_UNKNOWN || (type == DT_REG && !skipped)) {
                 if (statx(fd, name, AT_SYMLINK_NOFOLLOW,
                           STATX_TYPE | STATX_SIZE | STATX_MTIME | STATX_CTIME, &sx) < 0) {
@@ -329,7 +331,8 @@ static int list_dir(struct worker *k, struct job *j, int fd, double mtime, bool 
                 push_job(w, (struct job){p, parent, mtime, j->depth + 1});
                 continue;
             }
-            if (skipped || (o->file_pattern && fnmatch(o->file_pattern, name, 0) != 0)) {
+            if (skipped || o->dirs_only ||
+                (o->file_pattern && fnmatch(o->file_pattern, name, 0) != 0)) {
                 free(p);
                 continue;
             }

@@ -51,6 +51,7 @@ struct fu_scan_opts {
     bool cross_filesystems;        /* default: stay on the root's filesystem */
     bool recursive;                /* false: the start directory and its entries only */
     struct fu_dircache *cache;     /* audits; NULL for snapshots and scans */
+    bool dirs_only;                /* directories only: files neither stated nor reported */
     size_t chunk;                  /* entries per emit call (default 256) */
 };
 

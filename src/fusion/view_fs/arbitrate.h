@@ -14,7 +14,7 @@
 #include "common/buf.h"
 #include "common/json.h"
 #include "fusion/view_fs/clock.h"
-#include "fusion/view_fs/sets.h"
+#include "common/sets.h"
 #include "fusion/view_fs/tree.h"
 
 #include <stdbool.h>

@@ -1,14 +1,14 @@
-/* The small indexes of a view's consistency state (Fustor v1 §3.4):
- * - fu_pathmap: paths (bytes) with two doubles, for tombstones and blind-spot deletions,
- *   whose nodes no longer exist;
+/* Small indexes, first written for the fs view's consistency state (Fustor v1 §3.4):
+ * - fu_pathmap: paths (bytes) with two doubles: tombstones and blind-spot deletions, whose
+ *   nodes no longer exist, and the agent's per-file event throttle;
  * - fu_idmap: node ids with two doubles, for suspects and blind-spot additions, whose nodes
  *   exist (the tree tells the view when one is freed);
  * - fu_heap: a min-heap of (time, id, seq) deadlines with lazy deletion: an entry whose seq no
  *   longer matches its map entry is stale and skipped.
  * Entries of a map stay at the same index while they live (the heap refers to them by it).
  * Not thread-safe. */
-#ifndef FU_VIEW_FS_SETS_H
-#define FU_VIEW_FS_SETS_H
+#ifndef FU_COMMON_SETS_H
+#define FU_COMMON_SETS_H
 
 #include <stdbool.h>
 #include <stddef.h>

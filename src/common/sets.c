@@ -1,6 +1,6 @@
 /* The consistency state's indexes; see sets.h. Open addressing with linear probing and
  * backward-shift deletion, at a load of at most 1/2. */
-#include "fusion/view_fs/sets.h"
+#include "common/sets.h"
 
 #include "common/probe.h"
 

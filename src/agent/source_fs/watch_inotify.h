@@ -1,0 +1,53 @@
+/* Realtime watching of an fs source with inotify (Fustor v1 §3.11, issue 5): one watch per
+ * directory, added as directories appear; a new directory is watched first and listed
+ * second, so nothing created in between is missed. Events become rows:
+ *   IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO   -> upsert, atomic
+ *   IN_MODIFY (at most once per file per throttle interval) -> upsert, not atomic
+ *   IN_DELETE, IN_MOVED_FROM                 -> delete
+ * A rename inside the tree (IN_MOVED_FROM + IN_MOVED_TO with one cookie) is a delete of the old
+ * path and an upsert of the new one; a directory's watches follow it, and its contents are
+ * reported again under the new path. IN_Q_OVERFLOW means events were lost: the caller is told
+ * to rescan. Not thread-safe: one thread reads a watcher. */
+#ifndef FU_AGENT_WATCH_INOTIFY_H
+#define FU_AGENT_WATCH_INOTIFY_H
+
+#include "common/strv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum fu_watch_op { FU_WATCH_UPSERT, FU_WATCH_DELETE };
+
+struct fu_watch_row {
+    enum fu_watch_op op;
+    bool atomic; /* upserts: a complete write (close, create, move in) */
+    bool is_dir;
+    const char *path; /* relative to the root, leading '/' */
+    size_t path_len;
+    uint64_t size;
+    double mtime, ctime;
+};
+
+/* Receives rows; return < 0 to stop reading. */
+typedef int (*fu_watch_emit)(void *ctx, const struct fu_watch_row *r);
+
+struct fu_watch;
+
+/* Watches every directory below `root` (not following symlinks, skipping `exclude`). Returns
+ * 0 or -errno. Directories that cannot be watched are counted and logged; when the kernel's
+ * limit (fs.inotify.max_user_watches) runs out, the log says which sysctl to raise. */
+int fu_watch_open(struct fu_watch **out, const char *root, const struct fu_strv *exclude,
+                  double throttle_sec);
+void fu_watch_close(struct fu_watch *w);
+/* The descriptor to poll for POLLIN. */
+int fu_watch_fd(const struct fu_watch *w);
+/* Reads what is pending (non-blocking) and emits rows. `now` (seconds) drives the IN_MODIFY
+ * throttle. Returns the number of rows emitted, -EOVERFLOW when the kernel dropped events (the
+ * caller must rescan), or the first negative value `emit` returned. */
+int fu_watch_read(struct fu_watch *w, double now, fu_watch_emit emit, void *ctx);
+/* Directories watched, and directories that could not be. */
+size_t fu_watch_count(const struct fu_watch *w);
+size_t fu_watch_failed(const struct fu_watch *w);
+
+#endif

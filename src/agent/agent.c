@@ -5,6 +5,7 @@
 
 #include "agent/sender_http.h"
 #include "agent/source_fs/scan.h"
+#include "agent/source_fs/watch_inotify.h"
 #include "common/json.h"
 #include "common/log.h"
 
@@ -13,8 +14,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +27,8 @@ struct pipe_rt {
     struct fu_strv uris, exclude;
     bool one_filesystem;
     int workers;
+    double throttle;
+    size_t max_pending; /* realtime rows held while no session is open */
     size_t batch_size;
     double timeout, session_timeout; /* session_timeout: NAN = Fusion decides */
     pthread_t thread;
@@ -32,8 +37,9 @@ struct pipe_rt {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
-    bool kick; /* wakes the pipe thread: its role changed */
-    /* the session, shared with the heartbeat thread */
+    bool kick;   /* wakes the pipe thread: its role changed */
+    bool resync; /* events were lost: the leader snapshots again */
+    /* the session, shared with the heartbeat and watcher threads (sid under mu) */
     char sid[128];
     _Atomic bool lost; /* 419 or closed: open a new one */
     _Atomic bool leader;
@@ -41,10 +47,24 @@ struct pipe_rt {
     double hb_interval;
     pthread_t hb;
     bool hb_running;
+    /* realtime: the watcher thread, woken through wakefd */
+    pthread_t watcher;
+    bool watching;
+    int wakefd;
+    struct rt_row *pending;
+    size_t npending, cap_pending;
     /* progress, for logs */
     _Atomic uint64_t rows_sent;
     struct fu_scan_stats scan;
     char last_error[256];
+};
+
+struct rt_row {
+    enum fu_watch_op op;
+    bool atomic, is_dir;
+    uint64_t size;
+    double mtime, ctime;
+    char *path;
 };
 
 struct fu_agent {
@@ -210,15 +230,19 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
         return false;
     }
     double timeout = 30;
-    p->sid[0] = '\0';
-    read_role(p, out, p->sid, sizeof(p->sid), &timeout);
-    if (!p->sid[0])
+    char sid[sizeof(p->sid)] = "";
+    read_role(p, out, sid, sizeof(sid), &timeout);
+    if (!sid[0])
         return false;
+    pthread_mutex_lock(&p->mu);
+    memcpy(p->sid, sid, sizeof(sid));
+    pthread_mutex_unlock(&p->mu);
     p->hb_interval = timeout / 3 > 0.05 ? timeout / 3 : 0.05;
     atomic_store(&p->lost, false);
     fu_info("pipe %s: session %s open as %s (epoch %llu, timeout %.1f s)", p->id, p->sid,
             atomic_load(&p->leader) ? "leader" : "follower",
             (unsigned long long)atomic_load(&p->epoch), timeout);
+    eventfd_write(p->wakefd, 1); /* the watcher sends what it held */
     return true;
 }
 
@@ -235,10 +259,12 @@ static void close_session(struct pipe_rt *p, struct fu_hc *c)
     if (p->sid[0]) {
         struct fu_buf out = FU_BUF_INIT, path = FU_BUF_INIT;
         fu_buf_printf(&path, "/api/v1/pipe/session/%s", p->sid);
+        pthread_mutex_lock(&p->mu);
+        p->sid[0] = '\0';
+        pthread_mutex_unlock(&p->mu);
         fu_hc_call(c, "DELETE", path.data, NULL, 0, &out);
         fu_buf_free(&out);
         fu_buf_free(&path);
-        p->sid[0] = '\0';
     }
 }
 
@@ -381,6 +407,211 @@ static int snapshot(struct pipe_rt *p)
     return rc;
 }
 
+/* ------------------------------------------------------------ realtime */
+
+static void pending_drop(struct pipe_rt *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(p->pending[i].path);
+    memmove(p->pending, p->pending + n, (p->npending - n) * sizeof(*p->pending));
+    p->npending -= n;
+}
+
+/* The watcher's rows wait here until they are sent; too many (no session for a long time)
+ * are dropped and the leader resyncs: events are never lost silently. */
+static int on_row(void *ctx, const struct fu_watch_row *r)
+{
+    struct pipe_rt *p = ctx;
+    if (p->npending >= p->max_pending) {
+        fu_warn("pipe %s: %zu realtime events held without a session; dropping them, the "
+                "leader resyncs",
+                p->id, p->npending);
+        pending_drop(p, p->npending);
+        pthread_mutex_lock(&p->mu);
+        p->resync = true;
+        p->kick = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (p->npending == p->cap_pending) {
+        size_t cap = p->cap_pending ? p->cap_pending * 2 : 256;
+        struct rt_row *v = realloc(p->pending, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        p->pending = v;
+        p->cap_pending = cap;
+    }
+    char *path = strndup(r->path, r->path_len);
+    if (!path)
+        return -ENOMEM;
+    p->pending[p->npending++] =
+        (struct rt_row){r->op, r->atomic, r->is_dir, r->size, r->mtime, r->ctime, path};
+    return 0;
+}
+
+/* One realtime batch of up to batch_size pending rows, in order: consecutive rows of one kind
+ * share an event. Returns the number of rows it holds. */
+static size_t realtime_body(struct pipe_rt *p, const char *sid, struct fu_buf *body)
+{
+    size_t n = p->npending < p->batch_size ? p->npending : p->batch_size;
+    struct fu_jw w;
+    fu_buf_reset(body);
+    fu_jw_init(&w, body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "session_id");
+    fu_jw_cstr(&w, sid);
+    fu_jw_ckey(&w, "source_type");
+    fu_jw_cstr(&w, "message");
+    fu_jw_ckey(&w, "is_end");
+    fu_jw_bool(&w, false);
+    fu_jw_ckey(&w, "events");
+    fu_jw_arr_begin(&w);
+    long long index = (long long)(wall() * 1000);
+    for (size_t i = 0; i < n;) {
+        bool del = p->pending[i].op == FU_WATCH_DELETE;
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "event_type");
+        fu_jw_cstr(&w, del ? "delete" : "update");
+        fu_jw_ckey(&w, "message_source");
+        fu_jw_cstr(&w, "realtime");
+        fu_jw_ckey(&w, "event_schema");
+        fu_jw_cstr(&w, "fs");
+        fu_jw_ckey(&w, "table");
+        fu_jw_cstr(&w, "files");
+        fu_jw_ckey(&w, "index");
+        fu_jw_int(&w, index);
+        fu_jw_ckey(&w, "rows");
+        fu_jw_arr_begin(&w);
+        for (; i < n && (p->pending[i].op == FU_WATCH_DELETE) == del; i++) {
+            const struct rt_row *r = &p->pending[i];
+            const char *name = strrchr(r->path, '/');
+            fu_jw_obj_begin(&w);
+            fu_jw_ckey(&w, "path");
+            fu_jw_cstr(&w, r->path);
+            fu_jw_ckey(&w, "file_name");
+            fu_jw_cstr(&w, name ? name + 1 : r->path);
+            if (!del) {
+                fu_jw_ckey(&w, "size");
+                fu_jw_uint(&w, r->size);
+                fu_jw_ckey(&w, "modified_time");
+                fu_jw_double(&w, r->mtime);
+                fu_jw_ckey(&w, "created_time");
+                fu_jw_double(&w, r->ctime);
+                fu_jw_ckey(&w, "is_directory");
+                fu_jw_bool(&w, r->is_dir);
+                fu_jw_ckey(&w, "is_atomic_write");
+                fu_jw_bool(&w, r->atomic);
+            }
+            fu_jw_obj_end(&w);
+        }
+        fu_jw_arr_end(&w);
+        fu_jw_obj_end(&w);
+    }
+    fu_jw_arr_end(&w);
+    fu_jw_obj_end(&w);
+    return n;
+}
+
+/* Sends the pending rows while a session is open. */
+static void realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *body,
+                          struct fu_buf *out)
+{
+    while (p->npending) {
+        char sid[sizeof(p->sid)];
+        pthread_mutex_lock(&p->mu);
+        memcpy(sid, p->sid, sizeof(sid));
+        bool usable = sid[0] && !atomic_load(&p->lost) && !p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (!usable)
+            return; /* held until the next session */
+        size_t n = realtime_body(p, sid, body);
+        struct fu_buf path = FU_BUF_INIT;
+        fu_buf_printf(&path, "/api/v1/pipe/ingest/%s/events", sid);
+        long st = body->oom ? -1 : fu_hc_call(c, "POST", path.data, body->data, body->len, out);
+        fu_buf_free(&path);
+        if (st == 200) {
+            atomic_fetch_add(&p->rows_sent, n);
+            pending_drop(p, n);
+        } else if (st == 419 || st == 404) {
+            pthread_mutex_lock(&p->mu);
+            atomic_store(&p->lost, true);
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+            return;
+        } else if (st > 0) { /* refused as a whole: it would be refused again */
+            fu_error("pipe %s: realtime batch refused (HTTP %ld: %s); %zu events dropped, "
+                     "the leader resyncs",
+                     p->id, st, fu_buf_str(out), n);
+            pending_drop(p, n);
+            pthread_mutex_lock(&p->mu);
+            p->resync = p->kick = true;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        } else {
+            set_error(p, "push", c->err);
+            return; /* retried at the next wake-up */
+        }
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    struct pipe_rt *p = arg;
+    struct fu_watch *w = NULL;
+    struct fu_hc c;
+    if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
+        return NULL;
+    struct fu_backoff bo = {.base = 1, .cap = 60, .seed = (uint64_t)(uintptr_t)p};
+    struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
+    while (!stopping(p)) {
+        if (!w) {
+            int rc = fu_watch_open(&w, p->root, &p->exclude, p->throttle);
+            if (rc < 0) {
+                w = NULL;
+                fu_error("pipe %s: cannot watch %s: %s (retrying)", p->id, p->root, strerror(-rc));
+                struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
+                if (poll(&wake, 1, (int)(fu_backoff_next(&bo) * 1000)) > 0) { /* a stop ends it */
+                    eventfd_t v;
+                    eventfd_read(p->wakefd, &v);
+                }
+                continue;
+            }
+            fu_info("pipe %s: watching %zu directories of %s (%zu could not be watched)", p->id,
+                    fu_watch_count(w), p->root, fu_watch_failed(w));
+        }
+        struct pollfd fds[2] = {{.fd = fu_watch_fd(w), .events = POLLIN},
+                                {.fd = p->wakefd, .events = POLLIN}};
+        /* No timer while idle; while events wait for a session, retry once a second. */
+        int n = poll(fds, 2, p->npending ? 1000 : -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (fds[1].revents & POLLIN) {
+            eventfd_t v;
+            eventfd_read(p->wakefd, &v);
+        }
+        if (fds[0].revents & POLLIN) {
+            int rc = fu_watch_read(w, wall(), on_row, p);
+            if (rc == -EOVERFLOW) {
+                pthread_mutex_lock(&p->mu);
+                p->resync = p->kick = true; /* the leader snapshots again */
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->mu);
+            } else if (rc < 0) {
+                fu_error("pipe %s: watching failed: %s; starting over", p->id, strerror(-rc));
+                fu_watch_close(w);
+                w = NULL;
+                continue;
+            }
+        }
+        realtime_send(p, &c, &body, &out);
+    }
+    fu_watch_close(w);
+    fu_buf_free(&body);
+    fu_buf_free(&out);
+    fu_hc_free(&c);
+    return NULL;
+}
+
 /* ------------------------------------------------------------ the pipe */
 
 static void *pipe_main(void *arg)
@@ -393,6 +624,9 @@ static void *pipe_main(void *arg)
     }
     struct fu_backoff bo = {.base = 0.5, .cap = 30, .seed = (uint64_t)getpid() ^ (uint64_t)p};
     struct fu_buf out = FU_BUF_INIT;
+    /* Watch first, so that nothing changed during the snapshot is missed. */
+    if (pthread_create(&p->watcher, NULL, watch_main, p) == 0)
+        p->watching = true;
     while (!stopping(p)) {
         if (!open_session(p, &c, &out)) {
             nap(p, fu_backoff_next(&bo));
@@ -403,6 +637,12 @@ static void *pipe_main(void *arg)
             p->hb_running = true;
         bool synced = false;
         while (!stopping(p) && !atomic_load(&p->lost)) {
+            pthread_mutex_lock(&p->mu);
+            if (p->resync) {
+                p->resync = false;
+                synced = false;
+            }
+            pthread_mutex_unlock(&p->mu);
             if (atomic_load(&p->leader) && !synced) {
                 int rc = snapshot(p);
                 synced = rc == 0;
@@ -414,6 +654,11 @@ static void *pipe_main(void *arg)
         }
         close_session(p, &c);
         atomic_store(&p->lost, false); /* so that the backoff naps really wait */
+    }
+    if (p->watching) {
+        eventfd_write(p->wakefd, 1);
+        pthread_join(p->watcher, NULL);
+        p->watching = false;
     }
     fu_buf_free(&out);
     fu_hc_free(&c);
@@ -441,6 +686,11 @@ static void pipe_free(struct pipe_rt *p)
     free(p->key);
     fu_strv_free(&p->uris);
     fu_strv_free(&p->exclude);
+    for (size_t i = 0; i < p->npending; i++)
+        free(p->pending[i].path);
+    free(p->pending);
+    if (p->wakefd >= 0)
+        close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
 }
@@ -455,6 +705,8 @@ void fu_agent_stop(struct fu_agent *a)
         p->stop = true;
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
+        if (p->wakefd >= 0)
+            eventfd_write(p->wakefd, 1);
     }
     for (size_t i = 0; i < a->npipes; i++) {
         if (a->pipes[i].started)
@@ -493,6 +745,7 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         struct pipe_rt *p = &a->pipes[a->npipes++];
         pthread_mutex_init(&p->mu, NULL);
         pthread_cond_init(&p->cv, NULL);
+        p->wakefd = -1;
         p->agent = a;
         p->id = strdup(cp->it.id);
         p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);
@@ -506,10 +759,14 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         fu_strv_push(&p->uris, snd->uri);
         p->one_filesystem = src->one_filesystem;
         p->workers = (int)src->max_scan_workers;
+        p->throttle = src->throttle_interval_sec;
+        p->max_pending = (size_t)(src->max_queue_size > 0 ? src->max_queue_size : 1000) * 100;
+        p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
         p->timeout = snd->timeout_sec;
         p->session_timeout = cp->session_timeout_seconds;
-        if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n) {
+        if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
+            p->wakefd < 0) {
             fu_agent_stop(a);
             return -ENOMEM;
         }

@@ -120,20 +120,83 @@ class AgentSnapshot(unittest.TestCase):
         wait_for(lambda: len(self.sessions()) == 2, timeout=10, what="the second session")
         roles = {x["task_id"]: x["role"] for x in self.sessions()}
         self.assertEqual(roles, {"host-a:sync": "leader", "host-b:sync": "follower"})
+        self.assertEqual(a.run("stop").returncode, 0)
+        # A closes its session on the way out; B learns it leads at its next heartbeat.
+        wait_for(lambda: {x["task_id"]: x["role"] for x in self.sessions()} ==
+                 {"host-b:sync": "leader"}, timeout=10, what="B's promotion")
+        wait_for(lambda: "Fusion made this agent the leader" in b.log_text(), timeout=10,
+                 what="B to learn it leads")
+        wait_for(lambda: b.log_text().count("snapshot done") == 1, timeout=20,
+                 what="the new leader's snapshot")
+        # B watches too: a change now reaches Fusion through it.
         with open(f"{self.root}/d0/after.dat", "w") as fh:
             fh.write("new")
-        self.assertEqual(a.run("stop").returncode, 0)
-        # A closes its session on the way out; B learns it leads at its next heartbeat and
-        # snapshots, which brings the file A never sent.
-        try:
-            wait_for(lambda: "/d0/after.dat" in (self.tree_paths() or ()), timeout=20,
-                     what="the new leader's snapshot")
-        except AssertionError:
-            print(b.log_text()[-3000:], self.fusion.log_text()[-3000:])
-            raise
-        roles = {x["task_id"]: x["role"] for x in self.sessions()}
-        self.assertEqual(roles, {"host-b:sync": "leader"})
-        self.assertIn("the leader", b.log_text())
+        wait_for(lambda: "/d0/after.dat" in (self.tree_paths() or ()), timeout=10,
+                 what="a change seen by the new leader")
+
+    def node(self, path):
+        status, n, _ = request("GET", f"{self.api}/tree?path={path}&recursive=false", "read")
+        return n if status == 200 else None
+
+    def test_realtime_changes_reach_fusion(self):
+        self.start_fusion()
+        self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        r = self.root
+        # create, then write more: the close makes it complete (not suspect)
+        with open(f"{r}/d1/live.txt", "w") as fh:
+            fh.write("hello")
+        wait_for(lambda: (self.node("/d1/live.txt") or {}).get("size") == 5, timeout=10,
+                 what="a new file")
+        self.assertFalse(self.node("/d1/live.txt")["integrity_suspect"])
+        self.assertFalse(self.node("/d1/live.txt")["agent_missing"])
+        with open(f"{r}/d1/live.txt", "a") as fh:
+            fh.write(" world")
+        wait_for(lambda: (self.node("/d1/live.txt") or {}).get("size") == 11, timeout=10,
+                 what="an append")
+        # nested directories created at once, and a file deep inside
+        os.makedirs(f"{r}/new/a/b")
+        with open(f"{r}/new/a/b/deep.txt", "w") as fh:
+            fh.write("d")
+        wait_for(lambda: self.node("/new/a/b/deep.txt") is not None, timeout=10,
+                 what="a nested new directory")
+        # renames: a file, then a directory with its contents
+        os.rename(f"{r}/d1/live.txt", f"{r}/d2/moved.txt")
+        wait_for(lambda: self.node("/d2/moved.txt") is not None and
+                 self.node("/d1/live.txt") is None, timeout=10, what="a file rename")
+        os.rename(f"{r}/new", f"{r}/renamed")
+        wait_for(lambda: self.node("/renamed/a/b/deep.txt") is not None and
+                 self.node("/new") is None, timeout=10, what="a directory rename")
+        with open(f"{r}/renamed/a/b/after.txt", "w") as fh:
+            fh.write("a")
+        wait_for(lambda: self.node("/renamed/a/b/after.txt") is not None, timeout=10,
+                 what="a file in the renamed directory")
+        # deletes: a file and a whole directory
+        os.unlink(f"{r}/d2/moved.txt")
+        shutil.rmtree(f"{r}/d4")
+        wait_for(lambda: self.node("/d2/moved.txt") is None and self.node("/d4") is None,
+                 timeout=10, what="deletes")
+        # excluded names stay out
+        with open(f"{r}/d0/skip.tmp", "w") as fh:
+            fh.write("t")
+        with open(f"{r}/d0/marker", "w") as fh:
+            fh.write("m")
+        wait_for(lambda: self.node("/d0/marker") is not None, timeout=10, what="marker")
+        self.assertIsNone(self.node("/d0/skip.tmp"))
+
+    def test_a_burst_of_ten_thousand_files(self):
+        self.start_fusion()
+        self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        os.makedirs(f"{self.root}/burst")
+        for i in range(10000):
+            with open(f"{self.root}/burst/f{i:05d}", "w") as fh:
+                fh.write("b")
+
+        def count():
+            status, st, _ = request("GET", f"{self.api}/stats?path=/burst", "read")
+            return st["total_files"] if status == 200 else -1
+        wait_for(lambda: count() == 10000, timeout=60, what="10,000 files in Fusion")
 
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")

@@ -10,14 +10,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MASK                                                                                   \
-    (IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM |           \
+#define MASK                                                                                       \
+    (IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM |              \
      IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 
 struct wdent {
@@ -163,12 +164,19 @@ static void add_watch(struct fu_watch *w, const char *rel)
     fu_buf_free(&full);
 }
 
+struct initial {
+    struct fu_watch *w;
+    pthread_mutex_t mu; /* the walk's workers call in concurrently */
+};
+
 static int watch_dirs(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
-    struct fu_watch *w = ctx;
+    struct initial *in = ctx;
+    pthread_mutex_lock(&in->mu);
     for (size_t i = 0; i < n; i++)
         if (v[i].is_dir)
-            add_watch(w, v[i].path);
+            add_watch(in->w, v[i].path);
+    pthread_mutex_unlock(&in->mu);
     return 0;
 }
 
@@ -189,9 +197,12 @@ int fu_watch_open(struct fu_watch **out, const char *root, const struct fu_strv 
         fu_watch_close(w);
         return err;
     }
-    struct fu_scan_opts o = {.root = root, .exclude = &w->exclude, .recursive = true,
-                             .dirs_only = true};
-    int rc = fu_scan(&o, watch_dirs, w, NULL);
+    struct fu_scan_opts o = {
+        .root = root, .exclude = &w->exclude, .recursive = true, .dirs_only = true};
+    struct initial in = {.w = w};
+    pthread_mutex_init(&in.mu, NULL);
+    int rc = fu_scan(&o, watch_dirs, &in, NULL);
+    pthread_mutex_destroy(&in.mu);
     if (rc < 0) {
         fu_watch_close(w);
         return rc;
@@ -249,8 +260,8 @@ static int emit_row(struct fu_watch *w, const struct fu_watch_row *r)
 
 static int emit_delete(struct fu_watch *w, const char *path, bool is_dir)
 {
-    struct fu_watch_row r = {.op = FU_WATCH_DELETE, .is_dir = is_dir, .path = path,
-                             .path_len = strlen(path)};
+    struct fu_watch_row r = {
+        .op = FU_WATCH_DELETE, .is_dir = is_dir, .path = path, .path_len = strlen(path)};
     return emit_row(w, &r);
 }
 
@@ -302,8 +313,12 @@ static int new_dir_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 
 static int new_dir(struct fu_watch *w, const char *path)
 {
-    struct fu_scan_opts o = {.root = w->root, .subpath = path, .exclude = &w->exclude,
-                             .recursive = true, .workers = 1, .chunk = 1};
+    struct fu_scan_opts o = {.root = w->root,
+                             .subpath = path,
+                             .exclude = &w->exclude,
+                             .recursive = true,
+                             .workers = 1,
+                             .chunk = 1};
     int rc = fu_scan(&o, new_dir_entries, w, NULL);
     return rc == -ENOENT || rc == -ENOTDIR ? 0 : rc;
 }

@@ -13,6 +13,7 @@ PKGS=(
   libcmocka-dev                                  # unit tests
   valgrind                                       # leak checks
   curl                                           # e2e: a client that sends Expect: 100-continue
+  bindfs fuse3                                   # e2e: FUSE mounts that act as NFS clients
 )
 
 missing=()

@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -30,15 +32,23 @@ struct pipe_rt {
     double throttle;
     size_t max_pending; /* realtime rows held while no session is open */
     size_t batch_size;
-    double timeout, session_timeout; /* session_timeout: NAN = Fusion decides */
+    double timeout, session_timeout;          /* session_timeout: NAN = Fusion decides */
+    double audit_interval, sentinel_interval; /* the pipe's; Fusion's replies override them */
     pthread_t thread;
     bool started;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
-    bool kick;   /* wakes the pipe thread: its role changed */
-    bool resync; /* events were lost: the leader snapshots again */
+    bool kick; /* wakes the pipe thread: its role changed, or a command came */
+    struct job {
+        char *path, *job_id;
+        bool recursive;
+    } * jobs; /* on-demand scans to run */
+    size_t njobs;
+    struct fu_dircache *dircache;         /* the leader's audits, kept for the session */
+    double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
+    bool resync;                          /* events were lost: the leader snapshots again */
     /* the session, shared with the heartbeat and watcher threads (sid under mu) */
     char sid[128];
     _Atomic bool lost; /* 419 or closed: open a new one */
@@ -125,6 +135,53 @@ static void set_error(struct pipe_rt *p, const char *what, const char *detail)
 
 /* ------------------------------------------------------------ session */
 
+/* Commands in a heartbeat reply (v1 §2.10), delivered once: `scan` is queued for the pipe
+ * thread; the others are not supported by this agent yet and are logged as such. */
+static void read_commands(struct pipe_rt *p, struct fu_jr *r)
+{
+    enum fu_json_tok t;
+    while ((t = fu_jr_next(r)) == FU_JSON_OBJ_BEGIN) {
+        char type[32] = "", path[4096] = "/", job[128] = "";
+        bool recursive = true;
+        while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
+            char key[16];
+            snprintf(key, sizeof(key), "%.*s", (int)(r->str_len < 15 ? r->str_len : 15), r->str);
+            t = fu_jr_next(r);
+            if (t == FU_JSON_STRING && !strcmp(key, "type"))
+                snprintf(type, sizeof(type), "%.*s", (int)(r->str_len < 31 ? r->str_len : 31),
+                         r->str);
+            else if (t == FU_JSON_STRING && !strcmp(key, "path") && r->str_len < sizeof(path))
+                snprintf(path, sizeof(path), "%.*s", (int)r->str_len, r->str);
+            else if (t == FU_JSON_STRING && !strcmp(key, "job_id") && r->str_len < sizeof(job))
+                snprintf(job, sizeof(job), "%.*s", (int)r->str_len, r->str);
+            else if ((t == FU_JSON_TRUE || t == FU_JSON_FALSE) && !strcmp(key, "recursive"))
+                recursive = t == FU_JSON_TRUE;
+            else if (fu_jr_skip(r) < 0)
+                return;
+        }
+        if (strcmp(type, "scan")) {
+            fu_warn("pipe %s: command '%s' is not supported by this agent yet; ignored", p->id,
+                    type);
+            continue;
+        }
+        pthread_mutex_lock(&p->mu);
+        struct job *v = realloc(p->jobs, (p->njobs + 1) * sizeof(*v));
+        char *jp = strdup(path), *jid = strdup(job);
+        if (v && jp && jid) {
+            p->jobs = v;
+            v[p->njobs++] = (struct job){jp, jid, recursive};
+            p->kick = true;
+            pthread_cond_broadcast(&p->cv);
+        } else {
+            if (v)
+                p->jobs = v;
+            free(jp);
+            free(jid);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
 /* Reads the role and epoch of a session or heartbeat reply. */
 static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, size_t sidlen,
                       double *timeout)
@@ -145,6 +202,14 @@ static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, s
         else if (timeout && !strcmp(key, "session_timeout_seconds") &&
                  (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
             *timeout = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (timeout && !strcmp(key, "audit_interval_sec") &&
+                 (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
+            p->fusion_audit = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (timeout && !strcmp(key, "sentinel_interval_sec") &&
+                 (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
+            p->fusion_sentinel = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (!strcmp(key, "commands") && t == FU_JSON_ARR_BEGIN)
+            read_commands(p, &r);
         else if (fu_jr_skip(&r) < 0)
             break;
         t = FU_JSON_OBJ_BEGIN;
@@ -230,6 +295,7 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
         return false;
     }
     double timeout = 30;
+    p->fusion_audit = p->fusion_sentinel = NAN;
     char sid[sizeof(p->sid)] = "";
     read_role(p, out, sid, sizeof(sid), &timeout);
     if (!sid[0])
@@ -331,6 +397,7 @@ static int batch_send(struct batcher *b)
 static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
     struct batcher *b = ctx;
+    bool audit = !strcmp(b->source, "audit");
     pthread_mutex_lock(&b->mu);
     int rc = b->rc;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -350,6 +417,16 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
         fu_jw_double(&b->w, e->ctime);
         fu_jw_ckey(&b->w, "is_directory");
         fu_jw_bool(&b->w, e->is_dir);
+        if (audit && e->parent_path[0]) { /* the parent-mtime check (v1 §3.5) */
+            fu_jw_ckey(&b->w, "parent_path");
+            fu_jw_cstr(&b->w, e->parent_path);
+            fu_jw_ckey(&b->w, "parent_mtime");
+            fu_jw_double(&b->w, e->parent_mtime);
+        }
+        if (audit && e->audit_skipped) {
+            fu_jw_ckey(&b->w, "audit_skipped");
+            fu_jw_bool(&b->w, true);
+        }
         fu_jw_obj_end(&b->w);
         if (++b->rows >= b->p->batch_size)
             rc = batch_send(b);
@@ -361,10 +438,18 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     return rc;
 }
 
-/* The leader's snapshot: the whole tree as snapshot rows, then the end marker. */
-static int snapshot(struct pipe_rt *p)
+enum walk_kind { WALK_SNAPSHOT, WALK_AUDIT, WALK_SCAN };
+
+/* A walk sent to Fusion: the leader's snapshot (then its end marker), the leader's audit
+ * (rows with parent mtimes and audit_skipped from the directory-mtime cache, then the end
+ * marker and consistency/audit/end), or an on-demand scan of `subpath` (then job_complete
+ * with the job id). */
+static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath, bool recursive,
+                     const char *job_id)
 {
-    struct batcher b = {.p = p, .source = "snapshot"};
+    static const char *const sources[] = {"snapshot", "audit", "on_demand_job"};
+    static const char *const names[] = {"snapshot", "audit", "on-demand scan"};
+    struct batcher b = {.p = p, .source = sources[kind]};
     if (fu_hc_init(&b.c, &p->uris, p->key, p->timeout) < 0)
         return -ENOMEM;
     pthread_mutex_init(&b.mu, NULL);
@@ -372,31 +457,55 @@ static int snapshot(struct pipe_rt *p)
     batch_open(&b);
     struct fu_scan_opts o = {
         .root = p->root,
+        .subpath = subpath,
         .file_pattern = p->file_pattern,
         .exclude = &p->exclude,
         .workers = p->workers,
         .cross_filesystems = !p->one_filesystem,
-        .recursive = true,
+        .recursive = recursive,
+        .cache = kind == WALK_AUDIT ? p->dircache : NULL,
     };
-    memset(&p->scan, 0, sizeof(p->scan));
+    struct fu_scan_stats st = {0};
     double t0 = wall();
-    fu_info("pipe %s: snapshot of %s starts", p->id, p->root);
-    int rc = fu_scan(&o, on_entries, &b, &p->scan);
+    fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
+            subpath && strcmp(subpath, "/") ? subpath : "");
+    int rc = fu_scan(&o, on_entries, &b, &st);
     if (!rc)
         rc = batch_send(&b);
     if (!rc) {
+        struct fu_jw w;
         fu_buf_reset(&b.body);
-        fu_buf_printf(&b.body,
-                      "{\"session_id\":\"%s\",\"source_type\":\"snapshot\",\"is_end\":true,"
-                      "\"events\":[]}",
-                      p->sid);
-        long st = fu_hc_call(&b.c, "POST", b.path.data, b.body.data, b.body.len, &b.out);
-        rc = st == 200 ? 0 : -EPIPE;
+        fu_jw_init(&w, &b.body);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "session_id");
+        fu_jw_cstr(&w, p->sid);
+        fu_jw_ckey(&w, "source_type");
+        fu_jw_cstr(&w, kind == WALK_SCAN ? "job_complete" : sources[kind]);
+        fu_jw_ckey(&w, "is_end");
+        fu_jw_bool(&w, kind != WALK_SCAN);
+        if (kind == WALK_SCAN) {
+            fu_jw_ckey(&w, "metadata");
+            fu_jw_obj_begin(&w);
+            fu_jw_ckey(&w, "job_id");
+            fu_jw_cstr(&w, job_id);
+            fu_jw_ckey(&w, "scan_path");
+            fu_jw_cstr(&w, subpath);
+            fu_jw_obj_end(&w);
+        }
+        fu_jw_ckey(&w, "events");
+        fu_jw_arr_begin(&w);
+        fu_jw_arr_end(&w);
+        fu_jw_obj_end(&w);
+        long status = fu_hc_call(&b.c, "POST", b.path.data, b.body.data, b.body.len, &b.out);
+        if (status == 200 && kind == WALK_AUDIT)
+            status =
+                fu_hc_call(&b.c, "POST", "/api/v1/pipe/consistency/audit/end", "{}", 2, &b.out);
+        rc = status == 200 ? 0 : -EPIPE;
     }
     if (!rc)
-        fu_info("pipe %s: snapshot done: %llu directories, %llu files, %llu errors in %.1f s",
-                p->id, (unsigned long long)p->scan.dirs, (unsigned long long)p->scan.files,
-                (unsigned long long)p->scan.errors, wall() - t0);
+        fu_info("pipe %s: %s done: %llu directories, %llu files, %llu errors in %.1f s", p->id,
+                names[kind], (unsigned long long)st.dirs, (unsigned long long)st.files,
+                (unsigned long long)st.errors, wall() - t0);
     else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
         fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
     fu_buf_free(&b.body);
@@ -404,6 +513,72 @@ static int snapshot(struct pipe_rt *p)
     fu_buf_free(&b.path);
     pthread_mutex_destroy(&b.mu);
     fu_hc_free(&b.c);
+    return rc;
+}
+
+/* The leader's sentinel: Fusion's suspect files, stat'ed now, as feedback. */
+static int sentinel(struct pipe_rt *p, struct fu_hc *c)
+{
+    struct fu_buf out = FU_BUF_INIT, body = FU_BUF_INIT, path = FU_BUF_INIT;
+    long st = fu_hc_call(c, "GET", "/api/v1/pipe/consistency/sentinel/tasks", NULL, 0, &out);
+    int rc = st == 200 ? 0 : -EPIPE;
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&out), out.len);
+    struct fu_jw w;
+    fu_jw_init(&w, &body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "type");
+    fu_jw_cstr(&w, "suspect_update");
+    fu_jw_ckey(&w, "updates");
+    fu_jw_arr_begin(&w);
+    size_t n = 0;
+    enum fu_json_tok t = rc == 0 ? fu_jr_next(&r) : FU_JSON_ERROR;
+    while (t == FU_JSON_OBJ_BEGIN && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool paths = r.str_len == 5 && !memcmp(r.str, "paths", 5);
+        t = fu_jr_next(&r);
+        if (!paths || t != FU_JSON_ARR_BEGIN) {
+            if (fu_jr_skip(&r) < 0)
+                break;
+            t = FU_JSON_OBJ_BEGIN;
+            continue;
+        }
+        while ((t = fu_jr_next(&r)) == FU_JSON_STRING) {
+            fu_buf_reset(&path);
+            fu_buf_append(&path, r.str, r.str_len);
+            const char *rel = path.data[0] == '/' && path.data[1] ? path.data + 1 : ".";
+            struct stat sb;
+            int fd = open(p->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            bool there = fd >= 0 && fstatat(fd, rel, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+            if (fd >= 0)
+                close(fd);
+            fu_jw_obj_begin(&w);
+            fu_jw_ckey(&w, "path");
+            fu_jw_str(&w, path.data, path.len);
+            fu_jw_ckey(&w, "status");
+            fu_jw_cstr(&w, there ? "exists" : "missing");
+            fu_jw_ckey(&w, "mtime");
+            fu_jw_double(&w, there ? (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec / 1e9 : 0);
+            if (there) {
+                fu_jw_ckey(&w, "size");
+                fu_jw_uint(&w, (uint64_t)sb.st_size);
+            }
+            fu_jw_obj_end(&w);
+            n++;
+        }
+        t = FU_JSON_OBJ_BEGIN;
+    }
+    fu_jr_free(&r);
+    fu_jw_arr_end(&w);
+    fu_jw_obj_end(&w);
+    if (!rc && n) {
+        st = fu_hc_call(c, "POST", "/api/v1/pipe/consistency/sentinel/feedback", body.data,
+                        body.len, &out);
+        rc = st == 200 ? 0 : -EPIPE;
+        fu_debug("pipe %s: sentinel checked %zu suspect files", p->id, n);
+    }
+    fu_buf_free(&out);
+    fu_buf_free(&body);
+    fu_buf_free(&path);
     return rc;
 }
 
@@ -635,22 +810,69 @@ static void *pipe_main(void *arg)
         fu_backoff_reset(&bo);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
-        bool synced = false;
+        bool synced = false, began_leading = atomic_load(&p->leader);
+        double next_audit = 0, next_sentinel = 0;
+        fu_dircache_free(p->dircache); /* v1: the mtime cache lives as long as the session */
+        p->dircache = fu_dircache_new();
         while (!stopping(p) && !atomic_load(&p->lost)) {
             pthread_mutex_lock(&p->mu);
             if (p->resync) {
                 p->resync = false;
                 synced = false;
             }
+            struct job job = {0};
+            if (p->njobs) {
+                job = p->jobs[0];
+                memmove(p->jobs, p->jobs + 1, --p->njobs * sizeof(*p->jobs));
+            }
             pthread_mutex_unlock(&p->mu);
-            if (atomic_load(&p->leader) && !synced) {
-                int rc = snapshot(p);
+            if (job.path) { /* on-demand scans go to every session, leader or not (v1) */
+                walk_send(p, WALK_SCAN, job.path, job.recursive, job.job_id);
+                free(job.path);
+                free(job.job_id);
+                continue;
+            }
+            bool leads = atomic_load(&p->leader);
+            double audit = !isnan(p->fusion_audit) ? p->fusion_audit : p->audit_interval;
+            double sent = !isnan(p->fusion_sentinel) ? p->fusion_sentinel : p->sentinel_interval;
+            double now = wall();
+            if (leads && !synced) {
+                /* A new session's leader snapshots; a follower promoted in the middle of its
+                 * session audits the whole tree instead (a fresh cache lists everything): the
+                 * view is reconciled, not wiped. */
+                int rc;
+                if (began_leading) {
+                    rc = walk_send(p, WALK_SNAPSHOT, NULL, true, NULL);
+                } else {
+                    fu_dircache_free(p->dircache);
+                    p->dircache = fu_dircache_new();
+                    rc = walk_send(p, WALK_AUDIT, NULL, true, NULL);
+                }
                 synced = rc == 0;
+                if (synced) {
+                    next_audit = now + audit;
+                    next_sentinel = now + sent;
+                }
                 if (rc < 0 && rc != -EPIPE && rc != -ECANCELED)
                     nap(p, fu_backoff_next(&bo)); /* e.g. the root is missing: try later */
                 continue;
             }
-            nap(p, 3600);
+            if (leads && audit > 0 && now >= next_audit) {
+                walk_send(p, WALK_AUDIT, NULL, true, NULL);
+                next_audit = wall() + audit;
+                continue;
+            }
+            if (leads && sent > 0 && now >= next_sentinel) {
+                sentinel(p, &c);
+                next_sentinel = wall() + sent;
+                continue;
+            }
+            double until = 3600;
+            if (leads && audit > 0)
+                until = fmin(until, next_audit - now);
+            if (leads && sent > 0)
+                until = fmin(until, next_sentinel - now);
+            nap(p, until > 0 ? until : 0);
         }
         close_session(p, &c);
         atomic_store(&p->lost, false); /* so that the backoff naps really wait */
@@ -689,6 +911,12 @@ static void pipe_free(struct pipe_rt *p)
     for (size_t i = 0; i < p->npending; i++)
         free(p->pending[i].path);
     free(p->pending);
+    for (size_t i = 0; i < p->njobs; i++) {
+        free(p->jobs[i].path);
+        free(p->jobs[i].job_id);
+    }
+    free(p->jobs);
+    fu_dircache_free(p->dircache);
     if (p->wakefd >= 0)
         close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
@@ -765,6 +993,8 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
         p->timeout = snd->timeout_sec;
         p->session_timeout = cp->session_timeout_seconds;
+        p->audit_interval = cp->audit_interval_sec;
+        p->sentinel_interval = cp->sentinel_interval_sec;
         if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
             p->wakefd < 0) {
             fu_agent_stop(a);

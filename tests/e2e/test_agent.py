@@ -4,6 +4,7 @@ when the leader goes away the follower takes over and snapshots; Fusion away at 
 and the agent retries until it is back."""
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import unittest
@@ -126,8 +127,11 @@ class AgentSnapshot(unittest.TestCase):
                  {"host-b:sync": "leader"}, timeout=10, what="B's promotion")
         wait_for(lambda: "Fusion made this agent the leader" in b.log_text(), timeout=10,
                  what="B to learn it leads")
-        wait_for(lambda: b.log_text().count("snapshot done") == 1, timeout=20,
-                 what="the new leader's snapshot")
+        # promoted mid-session: it reconciles the view with a full audit, not a wipe
+        wait_for(lambda: "audit done" in b.log_text(), timeout=20,
+                 what="the new leader's audit")
+        self.assertNotIn("snapshot of", b.log_text())
+        self.assertEqual(len(self.tree_paths()), len(self.expected()))
         # B watches too: a change now reaches Fusion through it.
         with open(f"{self.root}/d0/after.dat", "w") as fh:
             fh.write("new")
@@ -205,6 +209,103 @@ class AgentSnapshot(unittest.TestCase):
         self.start_fusion()
         wait_for(lambda: self.tree_paths() == self.expected(), timeout=40,
                  what="the snapshot once Fusion is up")
+
+
+FUSION_AUDIT = """
+logging: INFO
+receivers:
+  rx: {{driver: http, bind_host: 127.0.0.1, port: {rx}, api_keys: [{{key: k1, pipe_id: p}}]}}
+views:
+  v: {{driver: fs, api_keys: [read], driver_params: {{hot_file_threshold: 1}}}}
+pipes:
+  p: {{receiver: rx, views: [v], session_timeout_seconds: 3, audit_interval_sec: {audit},
+      sentinel_interval_sec: 1}}
+"""
+
+
+class BlindSpots(unittest.TestCase):
+    """The agent watches a bindfs mount of the tree, as an NFS client would: changes made
+    in the tree underneath are invisible to its inotify, so only its audit (or an on-demand
+    scan) can find them."""
+
+    def setUp(self):
+        if not os.path.exists("/dev/fuse"):
+            self.skipTest("no /dev/fuse on this machine: FUSE mounts are impossible here")
+        self.assertIsNotNone(shutil.which("bindfs"), "bindfs is missing: scripts/install-deps.sh")
+        self.src = tempfile.mkdtemp(prefix="fustor-e2e-src-")
+        self.mnt = tempfile.mkdtemp(prefix="fustor-e2e-mnt-")
+        self.addCleanup(shutil.rmtree, self.src, True)
+        self.addCleanup(os.rmdir, self.mnt)
+        for d in range(3):
+            os.makedirs(f"{self.src}/d{d}")
+            for f in range(5):
+                with open(f"{self.src}/d{d}/f{f}.dat", "w") as fh:
+                    fh.write("x")
+        r = subprocess.run(["bindfs", "-o", "attr_timeout=0,entry_timeout=0", self.src, self.mnt],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(subprocess.run, ["umount", self.mnt], capture_output=True)
+        self.rx = free_port()
+        self.fusion = Home("fusion")
+        self.api = f"http://127.0.0.1:{self.fusion.api_port}/api/v1/views/v"
+
+    def start(self, audit):
+        self.fusion.put("default.yaml", FUSION_AUDIT.format(rx=self.rx, audit=audit))
+        r = self.fusion.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(self.fusion.cleanup)
+        self.addCleanup(self.fusion.run, "stop")
+        a = Home("agent")
+        a.put("default.yaml", AGENT.format(agent_id="host-a", root=self.mnt, rx=self.rx))
+        r = a.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(a.run, "stop")
+        wait_for(lambda: self.node("/d2/f4.dat") is not None, timeout=20, what="snapshot")
+        return a
+
+    def node(self, path):
+        status, n, _ = request("GET", f"{self.api}/tree?path={path}&recursive=false", "read")
+        return n if status == 200 else None
+
+    def blind(self):
+        return request("GET", f"{self.api}/blind-spots", "read")[1]
+
+    def test_the_audit_finds_what_no_agent_saw(self):
+        a = self.start(audit=1)
+        time.sleep(0.1)
+        with open(f"{self.src}/d0/blind.dat", "w") as fh:  # behind the agent's back
+            fh.write("unseen")
+        os.unlink(f"{self.src}/d1/f0.dat")
+        wait_for(lambda: self.node("/d0/blind.dat") is not None and
+                 self.node("/d1/f0.dat") is None, timeout=20, what="the audit's findings")
+        n = self.node("/d0/blind.dat")
+        self.assertTrue(n["agent_missing"])
+        bs = self.blind()
+        self.assertIn("/d0/blind.dat", [x["path"] for x in bs["additions"]])
+        self.assertIn("/d1/f0.dat", bs["deletions"])
+        st = request("GET", f"{self.api}/stats", "read")[1]
+        self.assertTrue(st["has_blind_spot"])
+        self.assertGreaterEqual(st["audit_cycle_count"], 1)
+        self.assertIn("audit done", a.log_text())
+        # the same file then written through the agent's own mount: realtime clears it
+        with open(f"{self.mnt}/d0/blind.dat", "a") as fh:
+            fh.write("seen")
+        wait_for(lambda: not (self.node("/d0/blind.dat") or {"agent_missing": True})
+                 ["agent_missing"], timeout=10, what="realtime confirmation")
+
+    def test_an_on_demand_scan_finds_it_at_once(self):
+        self.start(audit=3600)
+        with open(f"{self.src}/d2/now.dat", "w") as fh:
+            fh.write("n")
+        status, body, _ = request("GET", f"{self.api}/tree?path=/d2&on_demand_scan=true", "read")
+        self.assertEqual(status, 200, body)
+        job = body["job_id"]
+        wait_for(lambda: self.node("/d2/now.dat") is not None, timeout=20,
+                 what="the scanned file")
+        wait_for(lambda: request("GET", f"{self.api}/jobs/{job}", "read")[1]["status"] ==
+                 "COMPLETED", timeout=20, what="the job to complete")
+        self.assertTrue(self.node("/d2/now.dat")["agent_missing"])  # found by a scan
 
 
 if __name__ == "__main__":

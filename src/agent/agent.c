@@ -15,11 +15,13 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -889,6 +891,45 @@ static void *pipe_main(void *arg)
 
 /* ------------------------------------------------------------ life cycle */
 
+/* v1's default agent id: this machine's address on the route to Fusion (no packet is sent:
+ * a UDP socket is only connected). Falls back to the host name. */
+static void default_agent_id(const char *uri, char *out, size_t len)
+{
+    if (gethostname(out, len - 1) < 0)
+        snprintf(out, len, "agent");
+    out[len - 1] = '\0';
+    const char *h = uri ? strstr(uri, "://") : NULL;
+    if (!h)
+        return;
+    h += 3;
+    char host[256], port[16] = "80";
+    size_t n = 0;
+    if (*h == '[') { /* [ipv6]:port */
+        for (h++; *h && *h != ']' && n < sizeof(host) - 1;)
+            host[n++] = *h++;
+        if (*h == ']')
+            h++;
+    } else {
+        while (*h && *h != ':' && *h != '/' && n < sizeof(host) - 1)
+            host[n++] = *h++;
+    }
+    host[n] = '\0';
+    if (*h == ':')
+        snprintf(port, sizeof(port), "%.*s", (int)strcspn(h + 1, "/"), h + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+        return;
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        getnameinfo((struct sockaddr *)&ss, sl, out, (socklen_t)len, NULL, 0, NI_NUMERICHOST);
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+}
+
 static const void *find_item(const struct fu_cfg_vec *v, size_t size, const char *id)
 {
     for (size_t i = 0; i < v->n; i++) {
@@ -953,7 +994,11 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
     if (!a)
         return -ENOMEM;
     char host[256] = "agent";
-    gethostname(host, sizeof(host) - 1);
+    if (!ac->agent_id) {
+        const struct fu_cfg_sender *first =
+            ac->senders.n ? FU_CFG_AT(&ac->senders, struct fu_cfg_sender, 0) : NULL;
+        default_agent_id(first ? first->uri : NULL, host, sizeof(host));
+    }
     a->agent_id = strdup(ac->agent_id ? ac->agent_id : host);
     a->pipes = calloc(ac->pipes.n ? ac->pipes.n : 1, sizeof(*a->pipes));
     if (!a->agent_id || !a->pipes) {

@@ -202,6 +202,17 @@ class AgentSnapshot(unittest.TestCase):
             return st["total_files"] if status == 200 else -1
         wait_for(lambda: count() == 10000, timeout=60, what="10,000 files in Fusion")
 
+    def test_agent_id_defaults_to_the_address_towards_fusion(self):
+        self.start_fusion()
+        a = Home("agent")
+        a.put("default.yaml", AGENT.format(agent_id="x", root=self.root, rx=self.rx)
+              .replace("agent_id: x\n", ""))
+        self.assertEqual(a.run("start", "-D").returncode, 0)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(a.run, "stop")
+        wait_for(lambda: len(self.sessions()) == 1, timeout=10, what="a session")
+        self.assertEqual(self.sessions()[0]["task_id"], "127.0.0.1:sync")  # v1's default
+
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")
         wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,

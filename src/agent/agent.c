@@ -62,6 +62,7 @@ struct pipe_rt {
     /* realtime: the watcher thread, woken through wakefd */
     pthread_t watcher;
     bool watching;
+    bool watch_ready; /* the initial watches are in place (under mu) */
     int wakefd;
     struct rt_row *pending;
     size_t npending, cap_pending;
@@ -338,105 +339,155 @@ static void close_session(struct pipe_rt *p, struct fu_hc *c)
 
 /* ------------------------------------------------------------ snapshot */
 
+#define SEND_CONNS 4 /* concurrent batches in flight during a walk */
+
+/* A walk's rows on their way to Fusion: the scan workers encode their chunks in parallel,
+ * append them to the current batch under a short lock, and whoever fills a batch sends it on
+ * one of a few keep-alive connections, so encoding, sending and Fusion's apply overlap. */
 struct batcher {
     struct pipe_rt *p;
-    struct fu_hc c;
-    pthread_mutex_t mu; /* the walk's workers share one batch */
-    struct fu_buf body, out, path;
-    struct fu_jw w;
-    size_t rows;
     const char *source; /* message_source */
-    int rc;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* a connection came free */
+    struct fu_buf rows_json; /* the current batch's rows, comma-separated */
+    size_t rows;
+    struct fu_hc conns[SEND_CONNS];
+    bool busy[SEND_CONNS];
+    int nconns;
+    struct fu_buf path;
+    int rc; /* the first error: stops the walk */
 };
 
-static void batch_open(struct batcher *b)
+/* Sends `n` rows (`rows_json`) as one batch; a lost session or a stop ends the walk. */
+static int send_rows(struct batcher *b, const struct fu_buf *rows_json, size_t n)
 {
-    fu_buf_reset(&b->body);
-    fu_jw_init(&b->w, &b->body);
-    fu_buf_printf(&b->body,
+    if (!n)
+        return 0;
+    struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
+    fu_buf_printf(&body,
                   "{\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
                   "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
                   "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":[\"path\","
                   "\"file_name\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"],"
                   "\"rows\":[",
                   b->p->sid, b->source, b->source, (long long)(wall() * 1000));
-    b->rows = 0;
-}
-
-/* Sends what the batch holds; a lost session or a stop ends the walk. */
-static int batch_send(struct batcher *b)
-{
-    if (!b->rows)
-        return 0;
-    fu_buf_puts(&b->body, "]}]}");
+    fu_buf_append(&body, rows_json->data, rows_json->len);
+    fu_buf_puts(&body, "]}]}");
+    pthread_mutex_lock(&b->mu);
+    int k = -1;
+    while (k < 0) {
+        for (int i = 0; i < b->nconns && k < 0; i++)
+            if (!b->busy[i])
+                k = i;
+        if (k < 0)
+            pthread_cond_wait(&b->cv, &b->mu);
+    }
+    b->busy[k] = true;
+    pthread_mutex_unlock(&b->mu);
+    struct fu_hc *c = &b->conns[k];
+    int rc = 0;
     for (;;) {
-        long st = fu_hc_call(&b->c, "POST", b->path.data, b->body.data, b->body.len, &b->out);
+        long st = body.oom ? -1 : fu_hc_call(c, "POST", b->path.data, body.data, body.len, &out);
         if (st == 200) {
-            atomic_fetch_add(&b->p->rows_sent, b->rows);
-            batch_open(b);
-            return 0;
+            atomic_fetch_add(&b->p->rows_sent, n);
+            break;
         }
         if (st == 419 || st == 404 || st == 409) {
             fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over", b->p->id,
-                    st, fu_buf_str(&b->out));
+                    st, fu_buf_str(&out));
             pthread_mutex_lock(&b->p->mu);
             atomic_store(&b->p->lost, true);
             pthread_cond_broadcast(&b->p->cv);
             pthread_mutex_unlock(&b->p->mu);
-            return -EPIPE;
+            rc = -EPIPE;
+            break;
         }
         if (st > 0) {
-            fu_error("pipe %s: batch refused (HTTP %ld: %s)", b->p->id, st, fu_buf_str(&b->out));
-            return -EPROTO;
+            fu_error("pipe %s: batch refused (HTTP %ld: %s)", b->p->id, st, fu_buf_str(&out));
+            rc = -EPROTO;
+            break;
         }
-        set_error(b->p, "push", b->c.err);
-        fu_warn("pipe %s: push failed: %s (retrying)", b->p->id, b->c.err);
-        if (!nap(b->p, 1.0) || atomic_load(&b->p->lost))
-            return -EPIPE;
+        set_error(b->p, "push", body.oom ? "out of memory" : c->err);
+        fu_warn("pipe %s: push failed: %s (retrying)", b->p->id, c->err);
+        if (body.oom || !nap_for(b->p, 1.0, false) || atomic_load(&b->p->lost)) {
+            rc = -EPIPE;
+            break;
+        }
     }
+    pthread_mutex_lock(&b->mu);
+    b->busy[k] = false;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    fu_buf_free(&body);
+    fu_buf_free(&out);
+    return rc;
 }
 
 static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
     struct batcher *b = ctx;
     bool audit = !strcmp(b->source, "audit");
-    pthread_mutex_lock(&b->mu);
-    int rc = b->rc;
-    for (size_t i = 0; i < n && !rc; i++) {
+    struct fu_buf frag = FU_BUF_INIT;
+    struct fu_jw w;
+    fu_jw_init(&w, &frag);
+    for (size_t i = 0; i < n; i++) { /* encoded by this worker, without a lock */
         const struct fu_scan_entry *e = &v[i];
         const char *name = strrchr(e->path, '/');
         name = name && name[1] ? name + 1 : "";
-        fu_jw_obj_begin(&b->w);
-        fu_jw_ckey(&b->w, "path");
-        fu_jw_str(&b->w, e->path, e->path_len);
-        fu_jw_ckey(&b->w, "file_name");
-        fu_jw_cstr(&b->w, name);
-        fu_jw_ckey(&b->w, "size");
-        fu_jw_uint(&b->w, e->size);
-        fu_jw_ckey(&b->w, "modified_time");
-        fu_jw_double(&b->w, e->mtime);
-        fu_jw_ckey(&b->w, "created_time");
-        fu_jw_double(&b->w, e->ctime);
-        fu_jw_ckey(&b->w, "is_directory");
-        fu_jw_bool(&b->w, e->is_dir);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "path");
+        fu_jw_str(&w, e->path, e->path_len);
+        fu_jw_ckey(&w, "file_name");
+        fu_jw_cstr(&w, name);
+        fu_jw_ckey(&w, "size");
+        fu_jw_uint(&w, e->size);
+        fu_jw_ckey(&w, "modified_time");
+        fu_jw_double(&w, e->mtime);
+        fu_jw_ckey(&w, "created_time");
+        fu_jw_double(&w, e->ctime);
+        fu_jw_ckey(&w, "is_directory");
+        fu_jw_bool(&w, e->is_dir);
         if (audit && e->parent_path[0]) { /* the parent-mtime check (v1 §3.5) */
-            fu_jw_ckey(&b->w, "parent_path");
-            fu_jw_cstr(&b->w, e->parent_path);
-            fu_jw_ckey(&b->w, "parent_mtime");
-            fu_jw_double(&b->w, e->parent_mtime);
+            fu_jw_ckey(&w, "parent_path");
+            fu_jw_cstr(&w, e->parent_path);
+            fu_jw_ckey(&w, "parent_mtime");
+            fu_jw_double(&w, e->parent_mtime);
         }
         if (audit && e->audit_skipped) {
-            fu_jw_ckey(&b->w, "audit_skipped");
-            fu_jw_bool(&b->w, true);
+            fu_jw_ckey(&w, "audit_skipped");
+            fu_jw_bool(&w, true);
         }
-        fu_jw_obj_end(&b->w);
-        if (++b->rows >= b->p->batch_size)
-            rc = batch_send(b);
+        fu_jw_obj_end(&w);
     }
+    struct fu_buf take = FU_BUF_INIT;
+    size_t take_n = 0;
+    pthread_mutex_lock(&b->mu);
+    int rc = frag.oom ? -ENOMEM : b->rc;
+    if (!rc) {
+        if (b->rows)
+            fu_buf_putc(&b->rows_json, ',');
+        fu_buf_append(&b->rows_json, frag.data, frag.len);
+        b->rows += n;
+        if (b->rows >= b->p->batch_size) { /* full: this worker sends it */
+            take = b->rows_json;
+            take_n = b->rows;
+            b->rows_json = (struct fu_buf)FU_BUF_INIT;
+            b->rows = 0;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    fu_buf_free(&frag);
+    if (!rc && take_n)
+        rc = send_rows(b, &take, take_n);
+    fu_buf_free(&take);
     if (!rc && stopping(b->p))
         rc = -ECANCELED;
-    b->rc = rc;
-    pthread_mutex_unlock(&b->mu);
+    if (rc) {
+        pthread_mutex_lock(&b->mu);
+        if (!b->rc)
+            b->rc = rc;
+        pthread_mutex_unlock(&b->mu);
+    }
     return rc;
 }
 
@@ -452,11 +503,17 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     static const char *const sources[] = {"snapshot", "audit", "on_demand_job"};
     static const char *const names[] = {"snapshot", "audit", "on-demand scan"};
     struct batcher b = {.p = p, .source = sources[kind]};
-    if (fu_hc_init(&b.c, &p->uris, p->key, p->timeout) < 0)
-        return -ENOMEM;
     pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    for (; b.nconns < SEND_CONNS; b.nconns++)
+        if (fu_hc_init(&b.conns[b.nconns], &p->uris, p->key, p->timeout) < 0)
+            break;
+    if (!b.nconns) {
+        pthread_cond_destroy(&b.cv);
+        pthread_mutex_destroy(&b.mu);
+        return -ENOMEM;
+    }
     fu_buf_printf(&b.path, "/api/v1/pipe/ingest/%s/events", p->sid);
-    batch_open(&b);
     struct fu_scan_opts o = {
         .root = p->root,
         .subpath = subpath,
@@ -466,6 +523,7 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         .cross_filesystems = !p->one_filesystem,
         .recursive = recursive,
         .cache = kind == WALK_AUDIT ? p->dircache : NULL,
+        .chunk = p->batch_size < 256 ? p->batch_size : 256,
     };
     struct fu_scan_stats st = {0};
     double t0 = wall();
@@ -473,11 +531,11 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
             subpath && strcmp(subpath, "/") ? subpath : "");
     int rc = fu_scan(&o, on_entries, &b, &st);
     if (!rc)
-        rc = batch_send(&b);
+        rc = send_rows(&b, &b.rows_json, b.rows);
+    struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
     if (!rc) {
         struct fu_jw w;
-        fu_buf_reset(&b.body);
-        fu_jw_init(&w, &b.body);
+        fu_jw_init(&w, &body);
         fu_jw_obj_begin(&w);
         fu_jw_ckey(&w, "session_id");
         fu_jw_cstr(&w, p->sid);
@@ -498,10 +556,10 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         fu_jw_arr_begin(&w);
         fu_jw_arr_end(&w);
         fu_jw_obj_end(&w);
-        long status = fu_hc_call(&b.c, "POST", b.path.data, b.body.data, b.body.len, &b.out);
+        long status = fu_hc_call(&b.conns[0], "POST", b.path.data, body.data, body.len, &out);
         if (status == 200 && kind == WALK_AUDIT)
-            status =
-                fu_hc_call(&b.c, "POST", "/api/v1/pipe/consistency/audit/end", "{}", 2, &b.out);
+            status = fu_hc_call(&b.conns[0], "POST", "/api/v1/pipe/consistency/audit/end", "{}", 2,
+                                &out);
         rc = status == 200 ? 0 : -EPIPE;
     }
     if (!rc)
@@ -510,11 +568,14 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
                 (unsigned long long)st.errors, wall() - t0);
     else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
         fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
-    fu_buf_free(&b.body);
-    fu_buf_free(&b.out);
+    fu_buf_free(&body);
+    fu_buf_free(&out);
+    fu_buf_free(&b.rows_json);
     fu_buf_free(&b.path);
+    for (int i = 0; i < b.nconns; i++)
+        fu_hc_free(&b.conns[i]);
+    pthread_cond_destroy(&b.cv);
     pthread_mutex_destroy(&b.mu);
-    fu_hc_free(&b.c);
     return rc;
 }
 
@@ -755,6 +816,11 @@ static void *watch_main(void *arg)
             }
             fu_info("pipe %s: watching %zu directories of %s (%zu could not be watched)", p->id,
                     fu_watch_count(w), p->root, fu_watch_failed(w));
+            pthread_mutex_lock(&p->mu);
+            p->watch_ready = true; /* now the snapshot may start: nothing can slip between */
+            p->kick = true;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
         }
         struct pollfd fds[2] = {{.fd = fu_watch_fd(w), .events = POLLIN},
                                 {.fd = p->wakefd, .events = POLLIN}};
@@ -838,6 +904,13 @@ static void *pipe_main(void *arg)
             double audit = !isnan(p->fusion_audit) ? p->fusion_audit : p->audit_interval;
             double sent = !isnan(p->fusion_sentinel) ? p->fusion_sentinel : p->sentinel_interval;
             double now = wall();
+            pthread_mutex_lock(&p->mu);
+            bool ready = p->watch_ready || !p->watching;
+            pthread_mutex_unlock(&p->mu);
+            if (leads && !synced && !ready) {
+                nap(p, 1.0); /* the watcher kicks when its watches are in place */
+                continue;
+            }
             if (leads && !synced) {
                 /* A new session's leader snapshots; a follower promoted in the middle of its
                  * session audits the whole tree instead (a fresh cache lists everything): the

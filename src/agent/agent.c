@@ -341,25 +341,32 @@ static void close_session(struct pipe_rt *p, struct fu_hc *c)
 
 #define SEND_CONNS 4 /* concurrent batches in flight during a walk */
 
-/* A walk's rows on their way to Fusion: the scan workers encode their chunks in parallel,
- * append them to the current batch under a short lock, and whoever fills a batch sends it on
- * one of a few keep-alive connections, so encoding, sending and Fusion's apply overlap. */
+#define SEND_QUEUE (2 * SEND_CONNS)
+
+/* A walk's rows on their way to Fusion: the scan workers encode their chunks in parallel and
+ * append them to the current batch under a short lock; a full batch goes to a small bounded
+ * queue that sender threads drain over their own keep-alive connections. Walking, encoding,
+ * sending and Fusion's apply overlap; a full queue holds the workers back (backpressure). */
 struct batcher {
     struct pipe_rt *p;
     const char *source; /* message_source */
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* a connection came free */
+    pthread_cond_t cv;       /* the queue changed */
     struct fu_buf rows_json; /* the current batch's rows, comma-separated */
     size_t rows;
+    struct fu_buf queue[SEND_QUEUE];
+    size_t queue_rows[SEND_QUEUE], qhead, qcount;
+    bool closing; /* no more batches: senders finish the queue and exit */
     struct fu_hc conns[SEND_CONNS];
-    bool busy[SEND_CONNS];
-    int nconns;
+    pthread_t senders[SEND_CONNS];
+    int nconns, nsenders;
     struct fu_buf path;
     int rc; /* the first error: stops the walk */
 };
 
-/* Sends `n` rows (`rows_json`) as one batch; a lost session or a stop ends the walk. */
-static int send_rows(struct batcher *b, const struct fu_buf *rows_json, size_t n)
+/* Posts `n` rows (`rows_json`) as one batch on connection `c`; a lost session or a stop ends
+ * the walk. */
+static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *rows_json, size_t n)
 {
     if (!n)
         return 0;
@@ -373,18 +380,6 @@ static int send_rows(struct batcher *b, const struct fu_buf *rows_json, size_t n
                   b->p->sid, b->source, b->source, (long long)(wall() * 1000));
     fu_buf_append(&body, rows_json->data, rows_json->len);
     fu_buf_puts(&body, "]}]}");
-    pthread_mutex_lock(&b->mu);
-    int k = -1;
-    while (k < 0) {
-        for (int i = 0; i < b->nconns && k < 0; i++)
-            if (!b->busy[i])
-                k = i;
-        if (k < 0)
-            pthread_cond_wait(&b->cv, &b->mu);
-    }
-    b->busy[k] = true;
-    pthread_mutex_unlock(&b->mu);
-    struct fu_hc *c = &b->conns[k];
     int rc = 0;
     for (;;) {
         long st = body.oom ? -1 : fu_hc_call(c, "POST", b->path.data, body.data, body.len, &out);
@@ -414,12 +409,64 @@ static int send_rows(struct batcher *b, const struct fu_buf *rows_json, size_t n
             break;
         }
     }
-    pthread_mutex_lock(&b->mu);
-    b->busy[k] = false;
-    pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
     fu_buf_free(&body);
     fu_buf_free(&out);
+    return rc;
+}
+
+struct sender_arg {
+    struct batcher *b;
+    int k;
+};
+
+static void *sender_main(void *arg)
+{
+    struct sender_arg *a = arg;
+    struct batcher *b = a->b;
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        while (!b->qcount && !b->closing)
+            pthread_cond_wait(&b->cv, &b->mu);
+        if (!b->qcount) {
+            pthread_mutex_unlock(&b->mu);
+            break;
+        }
+        struct fu_buf rows = b->queue[b->qhead];
+        size_t n = b->queue_rows[b->qhead];
+        b->qhead = (b->qhead + 1) % SEND_QUEUE;
+        b->qcount--;
+        bool failed = b->rc != 0;
+        pthread_cond_broadcast(&b->cv); /* room in the queue */
+        pthread_mutex_unlock(&b->mu);
+        int rc = failed ? 0 : post_rows(b, &b->conns[a->k], &rows, n);
+        fu_buf_free(&rows);
+        if (rc) {
+            pthread_mutex_lock(&b->mu);
+            if (!b->rc)
+                b->rc = rc;
+            pthread_cond_broadcast(&b->cv);
+            pthread_mutex_unlock(&b->mu);
+        }
+    }
+    return NULL;
+}
+
+/* Queues a full batch (taking `rows`), waiting while the queue is full. */
+static int enqueue_rows(struct batcher *b, struct fu_buf *rows, size_t n)
+{
+    pthread_mutex_lock(&b->mu);
+    while (b->qcount == SEND_QUEUE && !b->rc)
+        pthread_cond_wait(&b->cv, &b->mu);
+    int rc = b->rc;
+    if (!rc) {
+        size_t i = (b->qhead + b->qcount) % SEND_QUEUE;
+        b->queue[i] = *rows;
+        b->queue_rows[i] = n;
+        b->qcount++;
+        *rows = (struct fu_buf)FU_BUF_INIT;
+        pthread_cond_broadcast(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
     return rc;
 }
 
@@ -478,7 +525,7 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     pthread_mutex_unlock(&b->mu);
     fu_buf_free(&frag);
     if (!rc && take_n)
-        rc = send_rows(b, &take, take_n);
+        rc = enqueue_rows(b, &take, take_n);
     fu_buf_free(&take);
     if (!rc && stopping(b->p))
         rc = -ECANCELED;
@@ -508,7 +555,16 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     for (; b.nconns < SEND_CONNS; b.nconns++)
         if (fu_hc_init(&b.conns[b.nconns], &p->uris, p->key, p->timeout) < 0)
             break;
-    if (!b.nconns) {
+    struct sender_arg args[SEND_CONNS];
+    for (int k = 0; k < b.nconns; k++) {
+        args[k] = (struct sender_arg){&b, k};
+        if (pthread_create(&b.senders[b.nsenders], NULL, sender_main, &args[k]) != 0)
+            break;
+        b.nsenders++;
+    }
+    if (!b.nsenders) {
+        for (int i = 0; i < b.nconns; i++)
+            fu_hc_free(&b.conns[i]);
         pthread_cond_destroy(&b.cv);
         pthread_mutex_destroy(&b.mu);
         return -ENOMEM;
@@ -530,8 +586,18 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
             subpath && strcmp(subpath, "/") ? subpath : "");
     int rc = fu_scan(&o, on_entries, &b, &st);
+    if (!rc && b.rows)
+        rc = enqueue_rows(&b, &b.rows_json, b.rows);
+    pthread_mutex_lock(&b.mu); /* the senders drain the queue, then stop */
+    b.closing = true;
+    pthread_cond_broadcast(&b.cv);
+    pthread_mutex_unlock(&b.mu);
+    for (int k = 0; k < b.nsenders; k++)
+        pthread_join(b.senders[k], NULL);
+    for (size_t i = 0; i < b.qcount; i++) /* left after a failure */
+        fu_buf_free(&b.queue[(b.qhead + i) % SEND_QUEUE]);
     if (!rc)
-        rc = send_rows(&b, &b.rows_json, b.rows);
+        rc = b.rc;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
     if (!rc) {
         struct fu_jw w;

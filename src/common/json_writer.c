@@ -173,6 +173,43 @@ static bool double_fixed(struct fu_buf *b, double v)
     return false;
 }
 
+/* Timestamps with sub-microsecond parts (statx's nanoseconds) have no short exact form, and
+ * the %.17g fallback below costs a microsecond. For 2^23 <= |v| < 2^53 the nearest number
+ * with 9 decimals lies within 5e-10 of v while half a unit in the last place of v is at least
+ * 2^-30 (9.3e-10), so it reads back as v: written with integer arithmetic, trailing zeros
+ * trimmed. */
+static bool double_nanos(struct fu_buf *b, double v)
+{
+    double a = fabs(v);
+    if (!(a >= 8388608.0 && a < 9007199254740992.0))
+        return false;
+    double ip = trunc(a);
+    uint64_t i = (uint64_t)ip, ns = (uint64_t)llround((a - ip) * 1e9); /* a - ip is exact */
+    if (ns >= 1000000000u) {
+        i++;
+        ns -= 1000000000u;
+    }
+    char tmp[48];
+    int k = (int)sizeof(tmp), digits = 9;
+    while (digits > 1 && ns % 10 == 0) {
+        ns /= 10;
+        digits--;
+    }
+    for (int d = 0; d < digits; d++) {
+        tmp[--k] = (char)('0' + ns % 10);
+        ns /= 10;
+    }
+    tmp[--k] = '.';
+    do {
+        tmp[--k] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    if (signbit(v))
+        tmp[--k] = '-';
+    fu_buf_append(b, tmp + k, sizeof(tmp) - (size_t)k);
+    return true;
+}
+
 void fu_jw_double(struct fu_jw *w, double v)
 {
     if (!isfinite(v)) {
@@ -180,7 +217,7 @@ void fu_jw_double(struct fu_jw *w, double v)
         return;
     }
     sep(w);
-    if (double_fixed(w->out, v))
+    if (double_fixed(w->out, v) || double_nanos(w->out, v))
         return;
     /* Anything else: the shortest of %.15g, %.16g, %.17g that reads back exactly. */
     pthread_once(&c_locale_once, make_c_locale);

@@ -401,6 +401,10 @@ static void test_doubles_round_trip_bit_exactly(void **state)
             continue;
         if (it % 3 == 0) /* also typical magnitudes: timestamps and sizes */
             v = (double)(rnd() % 2000000000000ull) / (double)(1 + rnd() % 1000);
+        if (it % 3 == 1) /* statx timestamps: seconds and nanoseconds, and their edges */
+            v = (double)(rnd() % 4000000000ull) + (double)(rnd() % 1000000000) / 1e9;
+        if (it % 97 == 5) /* around 2^23, where the nanosecond form starts */
+            v = 8388608.0 + (double)(rnd() % 2000) / 1e3 - 1.0 + (double)(rnd() % 997) / 1e9;
         struct fu_buf b = FU_BUF_INIT;
         struct fu_jw w;
         fu_jw_init(&w, &b);

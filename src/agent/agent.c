@@ -66,11 +66,18 @@ struct pipe_rt {
     int wakefd;
     struct rt_row *pending;
     size_t npending, cap_pending;
+    /* live state for `status` */
+    _Atomic int phase;
+    _Atomic size_t pending_count, watches, watch_failed;
     /* progress, for logs */
     _Atomic uint64_t rows_sent;
     struct fu_scan_stats scan;
     char last_error[256];
 };
+
+enum phase { PH_CONNECTING, PH_IDLE, PH_SNAPSHOT, PH_AUDIT, PH_SCAN, PH_SENTINEL };
+static const char *const phase_names[] = {"connecting", "watching",       "snapshot",
+                                          "audit",      "on-demand scan", "sentinel"};
 
 struct rt_row {
     enum fu_watch_op op;
@@ -583,6 +590,9 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     };
     struct fu_scan_stats st = {0};
     double t0 = wall();
+    atomic_store(&p->phase, kind == WALK_SNAPSHOT ? PH_SNAPSHOT
+                            : kind == WALK_AUDIT  ? PH_AUDIT
+                                                  : PH_SCAN);
     fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
             subpath && strcmp(subpath, "/") ? subpath : "");
     int rc = fu_scan(&o, on_entries, &b, &st);
@@ -634,6 +644,7 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
                 (unsigned long long)st.errors, wall() - t0);
     else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
         fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
+    atomic_store(&p->phase, PH_IDLE);
     fu_buf_free(&body);
     fu_buf_free(&out);
     fu_buf_free(&b.rows_json);
@@ -882,6 +893,8 @@ static void *watch_main(void *arg)
             }
             fu_info("pipe %s: watching %zu directories of %s (%zu could not be watched)", p->id,
                     fu_watch_count(w), p->root, fu_watch_failed(w));
+            atomic_store(&p->watches, fu_watch_count(w));
+            atomic_store(&p->watch_failed, fu_watch_failed(w));
             pthread_mutex_lock(&p->mu);
             p->watch_ready = true; /* now the snapshot may start: nothing can slip between */
             p->kick = true;
@@ -913,6 +926,9 @@ static void *watch_main(void *arg)
             }
         }
         realtime_send(p, &c, &body, &out);
+        atomic_store(&p->pending_count, p->npending);
+        atomic_store(&p->watches, fu_watch_count(w));
+        atomic_store(&p->watch_failed, fu_watch_failed(w));
     }
     fu_watch_close(w);
     fu_buf_free(&body);
@@ -937,11 +953,13 @@ static void *pipe_main(void *arg)
     if (pthread_create(&p->watcher, NULL, watch_main, p) == 0)
         p->watching = true;
     while (!stopping(p)) {
+        atomic_store(&p->phase, PH_CONNECTING);
         if (!open_session(p, &c, &out)) {
             nap(p, fu_backoff_next(&bo));
             continue;
         }
         fu_backoff_reset(&bo);
+        atomic_store(&p->phase, PH_IDLE);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
         bool synced = false, began_leading = atomic_load(&p->leader);
@@ -1004,7 +1022,9 @@ static void *pipe_main(void *arg)
                 continue;
             }
             if (leads && sent > 0 && now >= next_sentinel) {
+                atomic_store(&p->phase, PH_SENTINEL);
                 sentinel(p, &c);
+                atomic_store(&p->phase, PH_IDLE);
                 next_sentinel = wall() + sent;
                 continue;
             }
@@ -1101,6 +1121,63 @@ static void pipe_free(struct pipe_rt *p)
         close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+}
+
+void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
+{
+    long limit = -1;
+    FILE *f = fopen("/proc/sys/fs/inotify/max_user_watches", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &limit) != 1)
+            limit = -1;
+        fclose(f);
+    }
+    fu_jw_obj_begin(w);
+    fu_jw_ckey(w, "agent_id");
+    fu_jw_cstr(w, a->agent_id);
+    fu_jw_ckey(w, "pipes");
+    fu_jw_arr_begin(w);
+    for (size_t i = 0; i < a->npipes; i++) {
+        struct pipe_rt *p = &a->pipes[i];
+        char sid[sizeof(p->sid)], err[sizeof(p->last_error)];
+        pthread_mutex_lock(&p->mu);
+        memcpy(sid, p->sid, sizeof(sid));
+        memcpy(err, p->last_error, sizeof(err));
+        pthread_mutex_unlock(&p->mu);
+        int ph = atomic_load(&p->phase);
+        fu_jw_obj_begin(w);
+        fu_jw_ckey(w, "id");
+        fu_jw_cstr(w, p->id);
+        fu_jw_ckey(w, "role");
+        fu_jw_cstr(w, !sid[0] ? "none" : atomic_load(&p->leader) ? "leader" : "follower");
+        fu_jw_ckey(w, "phase");
+        fu_jw_cstr(w, phase_names[ph >= 0 && ph <= PH_SENTINEL ? ph : 0]);
+        fu_jw_ckey(w, "session");
+        if (sid[0])
+            fu_jw_cstr(w, sid);
+        else
+            fu_jw_null(w);
+        fu_jw_ckey(w, "epoch");
+        fu_jw_uint(w, atomic_load(&p->epoch));
+        fu_jw_ckey(w, "events_sent");
+        fu_jw_uint(w, atomic_load(&p->rows_sent));
+        fu_jw_ckey(w, "queued");
+        fu_jw_uint(w, atomic_load(&p->pending_count));
+        fu_jw_ckey(w, "watches");
+        fu_jw_uint(w, atomic_load(&p->watches));
+        fu_jw_ckey(w, "watches_failed");
+        fu_jw_uint(w, atomic_load(&p->watch_failed));
+        fu_jw_ckey(w, "watch_limit");
+        fu_jw_int(w, limit);
+        fu_jw_ckey(w, "last_error");
+        if (err[0])
+            fu_jw_cstr(w, err);
+        else
+            fu_jw_null(w);
+        fu_jw_obj_end(w);
+    }
+    fu_jw_arr_end(w);
+    fu_jw_obj_end(w);
 }
 
 void fu_agent_stop(struct fu_agent *a)

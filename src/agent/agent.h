@@ -6,6 +6,7 @@
 #define FU_AGENT_AGENT_H
 
 #include "common/config.h"
+#include "common/json.h"
 
 #include <stddef.h>
 
@@ -13,5 +14,8 @@ struct fu_agent;
 
 int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err, size_t errlen);
 void fu_agent_stop(struct fu_agent *a);
+/* Each pipe's role, phase, session, events sent, queue depth, watches against the kernel's
+ * limit and last error, as a JSON object (for `status`). Thread-safe. */
+void fu_agent_status(struct fu_agent *a, struct fu_jw *w);
 
 #endif

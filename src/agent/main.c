@@ -13,8 +13,13 @@ static void stop(void *rt)
     fu_agent_stop(rt);
 }
 
+static void status(void *rt, struct fu_jw *w)
+{
+    fu_agent_status(rt, w);
+}
+
 int main(int argc, char **argv)
 {
-    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT, start, stop};
+    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT, start, stop, status};
     return fu_cli_main(&app, argc, argv);
 }

@@ -110,6 +110,10 @@ static void write_status(struct fu_service *svc)
         fu_jw_raw(&w, fu_buf_str(&svc->last_reload), svc->last_reload.len);
     else
         fu_jw_null(&w);
+    if (svc->app->status && svc->rt) {
+        fu_jw_ckey(&w, "runtime");
+        svc->app->status(svc->rt, &w);
+    }
     fu_jw_obj_end(&w);
     fu_buf_putc(&b, '\n');
     int rc = b.oom ? -ENOMEM : fu_write_file_atomic(svc->status_path, b.data, b.len, 0644);
@@ -283,9 +287,14 @@ int fu_service_run(struct fu_service *svc)
              svc->log_path ? svc->log_path : "stderr");
     fu_daemon_report(&svc->report_fd, true, m);
 
+    long long status_at = now_ms();
     for (;;) {
         struct pollfd pfd = {.fd = fu_signals_fd(), .events = POLLIN};
-        int n = poll(&pfd, 1, 1000);
+        int n = poll(&pfd, 1, svc->app->status ? 1000 : -1);
+        if (svc->app->status && now_ms() - status_at >= 2000) {
+            write_status(svc); /* the runtime's live state for `status` */
+            status_at = now_ms();
+        }
         if (n < 0 && errno != EINTR) {
             fu_error("poll: %s", strerror(errno));
             break;

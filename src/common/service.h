@@ -6,6 +6,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
+#include "common/json.h"
 #include "common/daemon.h"
 
 #include <stdbool.h>
@@ -18,6 +19,9 @@ struct fu_app {
      * copies what it needs: the config it gets is replaced on reload. */
     int (*start)(void **rt, const struct fu_config *cfg, char *err, size_t errlen);
     void (*stop)(void *rt);
+    /* Optional: the runtime's live state as a JSON value (an object), written under
+     * "runtime" in the status file, which is refreshed every 2 s while it runs. */
+    void (*status)(void *rt, struct fu_jw *w);
 };
 
 struct fu_service {

@@ -2,8 +2,10 @@
 tree and its snapshot shows up in Fusion's view; a second agent on the same pipe follows;
 when the leader goes away the follower takes over and snapshots; Fusion away at the start
 and the agent retries until it is back."""
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -113,6 +115,20 @@ class AgentSnapshot(unittest.TestCase):
         self.assertEqual([(x["task_id"], x["role"]) for x in s], [("host-a:sync", "leader")])
         self.assertIn("snapshot done", a.log_text())
 
+        def pipe_status():
+            r = a.run("status", "--json")
+            doc = json.loads(r.stdout)["status"]
+            return (doc.get("runtime") or {"pipes": [{}]})["pipes"][0]
+        wait_for(lambda: pipe_status().get("events_sent", 0) >= len(self.expected()),
+                 timeout=10, what="the pipe's state in status")
+        st = pipe_status()
+        self.assertEqual((st["id"], st["role"], st["phase"], st["watches"], st["queued"]),
+                         ("sync", "leader", "watching", 11, 0))
+        self.assertGreater(st["watch_limit"], 0)
+        self.assertIsNone(st["last_error"])
+        human = a.run("status").stdout
+        self.assertIn("role: leader", human)
+
     def test_follower_takes_over_when_the_leader_stops(self):
         self.start_fusion()
         a = self.start_agent("host-a")
@@ -212,6 +228,28 @@ class AgentSnapshot(unittest.TestCase):
         self.addCleanup(a.run, "stop")
         wait_for(lambda: len(self.sessions()) == 1, timeout=10, what="a session")
         self.assertEqual(self.sessions()[0]["task_id"], "127.0.0.1:sync")  # v1's default
+
+    def test_nothing_is_lost_while_fusion_is_paused(self):
+        self.start_fusion()
+        self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        pid = self.fusion.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            os.makedirs(f"{self.root}/paused")
+            for i in range(200):
+                with open(f"{self.root}/paused/f{i:03d}", "w") as fh:
+                    fh.write("p")
+            os.unlink(f"{self.root}/d0/f00.dat")
+            time.sleep(1.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        def done():
+            paths = self.tree_paths() or set()
+            return (sum(p.startswith("/paused/") for p in paths) == 200 and
+                    "/d0/f00.dat" not in paths)
+        wait_for(done, timeout=30, what="the changes made while Fusion was paused")
 
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")

@@ -8,7 +8,9 @@
 #include "agent/source_fs/watch_inotify.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/paths.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -169,6 +171,16 @@ static void read_commands(struct pipe_rt *p, struct fu_jr *r)
             else if (fu_jr_skip(r) < 0)
                 return;
         }
+        struct fu_buf norm = FU_BUF_INIT;
+        const char *why = NULL;
+        if (!strcmp(type, "scan") && fu_path_normalize(path, strlen(path), &norm, &why) < 0) {
+            fu_warn("pipe %s: scan command for a bad path refused: %s", p->id, why);
+            fu_buf_free(&norm);
+            continue;
+        }
+        if (!strcmp(type, "scan"))
+            snprintf(path, sizeof(path), "%s", fu_buf_str(&norm));
+        fu_buf_free(&norm);
         if (strcmp(type, "scan")) {
             fu_warn("pipe %s: command '%s' is not supported by this agent yet; ignored", p->id,
                     type);
@@ -192,6 +204,16 @@ static void read_commands(struct pipe_rt *p, struct fu_jr *r)
     }
 }
 
+/* The length of the prefix of s made of characters a session id may hold (it goes into URLs
+ * and JSON unescaped). */
+static size_t strspn_n(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_' || s[i] == '.'))
+        i++;
+    return i;
+}
+
 /* Reads the role and epoch of a session or heartbeat reply. */
 static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, size_t sidlen,
                       double *timeout)
@@ -207,8 +229,9 @@ static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, s
             atomic_store(&p->leader, r.str_len == 6 && !memcmp(r.str, "leader", 6));
         else if (!strcmp(key, "epoch") && t == FU_JSON_INT && r.i64 >= 0)
             atomic_store(&p->epoch, (uint64_t)r.i64);
-        else if (sid && !strcmp(key, "session_id") && t == FU_JSON_STRING && r.str_len < sidlen)
-            snprintf(sid, sidlen, "%.*s", (int)r.str_len, r.str);
+        else if (sid && !strcmp(key, "session_id") && t == FU_JSON_STRING && r.str_len < sidlen &&
+                 r.str_len == strspn_n(r.str, r.str_len))
+            snprintf(sid, sidlen, "%.*s", (int)r.str_len, r.str); /* URL- and JSON-safe only */
         else if (timeout && !strcmp(key, "session_timeout_seconds") &&
                  (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
             *timeout = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
@@ -237,11 +260,23 @@ static void *heartbeat_main(void *arg)
     fu_buf_printf(&path, "/api/v1/pipe/session/%s/heartbeat", p->sid);
     while (nap_for(p, p->hb_interval, false) && !atomic_load(&p->lost)) {
         fu_buf_reset(&body);
-        fu_buf_printf(&body,
-                      "{\"can_realtime\":true,\"agent_status\":{\"agent_id\":\"%s\","
-                      "\"state\":\"RUNNING\",\"role\":\"%s\",\"events_pushed\":%llu}}",
-                      p->agent->agent_id, atomic_load(&p->leader) ? "leader" : "follower",
-                      (unsigned long long)atomic_load(&p->rows_sent));
+        struct fu_jw w;
+        fu_jw_init(&w, &body);
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "can_realtime");
+        fu_jw_bool(&w, true);
+        fu_jw_ckey(&w, "agent_status");
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "agent_id");
+        fu_jw_cstr(&w, p->agent->agent_id);
+        fu_jw_ckey(&w, "state");
+        fu_jw_cstr(&w, "RUNNING");
+        fu_jw_ckey(&w, "role");
+        fu_jw_cstr(&w, atomic_load(&p->leader) ? "leader" : "follower");
+        fu_jw_ckey(&w, "events_pushed");
+        fu_jw_uint(&w, atomic_load(&p->rows_sent));
+        fu_jw_obj_end(&w);
+        fu_jw_obj_end(&w);
         long st = fu_hc_call(&c, "POST", path.data, body.data, body.len, &out);
         if (st == 200) {
             bool was = atomic_load(&p->leader);
@@ -636,7 +671,23 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         if (status == 200 && kind == WALK_AUDIT)
             status = fu_hc_call(&b.conns[0], "POST", "/api/v1/pipe/consistency/audit/end", "{}", 2,
                                 &out);
-        rc = status == 200 ? 0 : -EPIPE;
+        if (status == 200) {
+            rc = 0;
+        } else {
+            const char *why = status < 0 ? b.conns[0].err : fu_buf_str(&out);
+            set_error(p, "end of walk", why);
+            fu_warn("pipe %s: the end of the %s was refused (%ld: %s)", p->id, names[kind], status,
+                    why);
+            if (status == 409 || status == 419 || status == 404) { /* no longer leading */
+                pthread_mutex_lock(&p->mu);
+                atomic_store(&p->lost, true);
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->mu);
+                rc = -EPIPE;
+            } else {
+                rc = -EPROTO; /* retried after a backoff, not at once */
+            }
+        }
     }
     if (!rc)
         fu_info("pipe %s: %s done: %llu directories, %llu files, %llu errors in %.1f s", p->id,
@@ -644,6 +695,12 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
                 (unsigned long long)st.errors, wall() - t0);
     else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
         fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
+    if (rc < 0 && kind == WALK_AUDIT) {
+        /* The cache already holds mtimes of directories whose rows may not have arrived:
+         * the next audit must list everything again. */
+        fu_dircache_free(p->dircache);
+        p->dircache = fu_dircache_new();
+    }
     atomic_store(&p->phase, PH_IDLE);
     fu_buf_free(&body);
     fu_buf_free(&out);
@@ -849,8 +906,10 @@ static void realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *bod
             pending_drop(p, n);
         } else if (st == 419 || st == 404) {
             pthread_mutex_lock(&p->mu);
-            atomic_store(&p->lost, true);
-            pthread_cond_broadcast(&p->cv);
+            if (!strcmp(p->sid, sid)) { /* not a late answer about an older session */
+                atomic_store(&p->lost, true);
+                pthread_cond_broadcast(&p->cv);
+            }
             pthread_mutex_unlock(&p->mu);
             return;
         } else if (st > 0) { /* refused as a whole: it would be refused again */
@@ -877,6 +936,7 @@ static void *watch_main(void *arg)
     if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
         return NULL;
     struct fu_backoff bo = {.base = 1, .cap = 60, .seed = (uint64_t)(uintptr_t)p};
+    bool reopened = false;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
     while (!stopping(p)) {
         if (!w) {
@@ -897,6 +957,9 @@ static void *watch_main(void *arg)
             atomic_store(&p->watch_failed, fu_watch_failed(w));
             pthread_mutex_lock(&p->mu);
             p->watch_ready = true; /* now the snapshot may start: nothing can slip between */
+            if (reopened)
+                p->resync = true; /* events were lost while nothing watched */
+            reopened = false;
             p->kick = true;
             pthread_cond_broadcast(&p->cv);
             pthread_mutex_unlock(&p->mu);
@@ -919,9 +982,21 @@ static void *watch_main(void *arg)
                 pthread_cond_broadcast(&p->cv);
                 pthread_mutex_unlock(&p->mu);
             } else if (rc < 0) {
-                fu_error("pipe %s: watching failed: %s; starting over", p->id, strerror(-rc));
+                const char *why = rc == -ESTALE ? "the root went away" : strerror(-rc);
+                fu_error("pipe %s: watching failed: %s; watching again, and the leader resyncs",
+                         p->id, why);
+                set_error(p, "watch", why);
                 fu_watch_close(w);
                 w = NULL;
+                reopened = true; /* the resync waits until the new watches are in place */
+                pthread_mutex_lock(&p->mu);
+                p->watch_ready = false;
+                pthread_mutex_unlock(&p->mu);
+                struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
+                if (poll(&wake, 1, (int)(fu_backoff_next(&bo) * 1000)) > 0) {
+                    eventfd_t v;
+                    eventfd_read(p->wakefd, &v);
+                }
                 continue;
             }
         }

@@ -81,6 +81,7 @@ void fu_buf_printf(struct fu_buf *b, const char *fmt, ...)
 void fu_buf_reset(struct fu_buf *b)
 {
     b->len = 0;
+    b->oom = false; /* a fresh start: a failure of the old contents does not stick */
     if (b->data)
         b->data[0] = '\0';
 }

@@ -29,7 +29,7 @@ void fu_buf_append_slow(struct fu_buf *b, const void *p, size_t n);
 void fu_buf_puts(struct fu_buf *b, const char *s);
 void fu_buf_printf(struct fu_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fu_buf_vprintf(struct fu_buf *b, const char *fmt, va_list ap);
-void fu_buf_reset(struct fu_buf *b); /* len = 0, keeps the allocation */
+void fu_buf_reset(struct fu_buf *b); /* len = 0 and oom cleared; keeps the allocation */
 /* Hand the string to the caller (who frees it); the buffer is left empty. */
 char *fu_buf_detach(struct fu_buf *b);
 void fu_buf_free(struct fu_buf *b);

@@ -251,6 +251,29 @@ class AgentSnapshot(unittest.TestCase):
                     "/d0/f00.dat" not in paths)
         wait_for(done, timeout=30, what="the changes made while Fusion was paused")
 
+    def test_root_removed_and_created_again(self):
+        self.start_fusion()
+        a = self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        shutil.rmtree(self.root)
+        os.makedirs(f"{self.root}/again")
+        with open(f"{self.root}/again/f", "w") as fh:
+            fh.write("x")
+        # the watcher notices the root went away, watches the new one, the leader resyncs
+        wait_for(lambda: "/again/f" in (self.tree_paths() or ()), timeout=20,
+                 what="the new root's contents")
+        wait_for(lambda: self.tree_paths() == {"/", "/again", "/again/f"}, timeout=20,
+                 what="the old contents gone")
+        self.assertIn("the root went away", a.log_text())
+        with open(f"{self.root}/again/g", "w") as fh:  # and realtime works on the new root
+            fh.write("y")
+        try:
+            wait_for(lambda: "/again/g" in (self.tree_paths() or ()), timeout=10,
+                     what="realtime")
+        except AssertionError:
+            print(a.run("status").stdout, self.tree_paths())
+            raise
+
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")
         wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,

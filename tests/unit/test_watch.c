@@ -298,6 +298,20 @@ static void test_queue_overflow_asks_for_a_rescan(void **state)
     assert_true(find(&r, "/burst/after", FU_WATCH_UPSERT) >= 0);
 }
 
+static void test_removing_the_root_asks_for_a_new_watcher(void **state)
+{
+    struct fu_watch *w = *state;
+    drain(w, 0);
+    assert_int_equal(nftw(root, rm, 16, FTW_DEPTH | FTW_PHYS), 0);
+    assert_int_equal(mkdir(root, 0755), 0); /* a new directory under the old name */
+    struct rows r = {0};
+    int rc = 0;
+    struct pollfd p = {.fd = fu_watch_fd(w), .events = POLLIN};
+    while (poll(&p, 1, 150) > 0 && rc != -ESTALE)
+        rc = fu_watch_read(w, 0, collect, &r);
+    assert_int_equal(rc, -ESTALE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_moves_across_the_edge_of_the_tree),
         cmocka_unit_test(test_excluded_names_are_not_reported),
         cmocka_unit_test(test_queue_overflow_asks_for_a_rescan),
+        cmocka_unit_test(test_removing_the_root_asks_for_a_new_watcher), /* last: no tree */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

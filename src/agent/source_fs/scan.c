@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <pthread.h>
@@ -351,12 +352,28 @@ static int list_dir(struct worker *k, struct job *j, int fd, double mtime, bool 
     }
 }
 
+/* Opens a directory below the root without following a symlink anywhere on the way and
+ * without leaving the root (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a directory
+ * swapped for a symlink during the walk cannot lead it elsewhere. Kernels before 5.6 fall
+ * back to openat(O_NOFOLLOW), which checks the last component only. */
+static int open_beneath(int rootfd, const char *rel)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd;
+}
+
 static int do_dir(struct worker *k, struct job *j)
 {
     struct walk *w = k->w;
     const struct fu_scan_opts *o = w->o;
     const char *rel = j->path[1] ? j->path + 1 : ".";
-    int fd = openat(w->rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open_beneath(w->rootfd, rel);
     struct statx sx;
     bool readable = fd >= 0;
     if (!readable) {

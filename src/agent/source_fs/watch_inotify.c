@@ -27,7 +27,7 @@ struct wdent {
 };
 
 struct fu_watch {
-    int fd, rootfd;
+    int fd;
     char *root;
     struct fu_strv exclude;
     double throttle;
@@ -187,12 +187,16 @@ int fu_watch_open(struct fu_watch **out, const char *root, const struct fu_strv 
     if (!w)
         return -ENOMEM;
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    w->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* No descriptor of the root is kept open: it would delay the root's IN_DELETE_SELF and
+     * IN_IGNORED until it is closed, and keep an unmounted filesystem busy. */
+    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd >= 0)
+        close(rootfd);
     w->root = strdup(root);
     w->throttle = throttle_sec;
     for (size_t i = 0; exclude && i < exclude->n; i++)
         fu_strv_push(&w->exclude, exclude->v[i]);
-    if (w->fd < 0 || w->rootfd < 0 || !w->root) {
+    if (w->fd < 0 || rootfd < 0 || !w->root) {
         int err = errno ? -errno : -ENOMEM;
         fu_watch_close(w);
         return err;
@@ -217,8 +221,6 @@ void fu_watch_close(struct fu_watch *w)
         return;
     if (w->fd >= 0)
         close(w->fd);
-    if (w->rootfd >= 0)
-        close(w->rootfd);
     for (size_t i = 0; i < w->cap; i++)
         free(w->wds[i].path);
     free(w->wds);
@@ -270,7 +272,13 @@ static int emit_delete(struct fu_watch *w, const char *path, bool is_dir)
 static int emit_upsert(struct fu_watch *w, const char *path, bool atomic)
 {
     struct stat st;
-    if (fstatat(w->rootfd, path[1] ? path + 1 : ".", &st, AT_SYMLINK_NOFOLLOW) < 0)
+    struct fu_buf full = FU_BUF_INIT;
+    fu_buf_puts(&full, w->root);
+    if (path[1])
+        fu_buf_puts(&full, path);
+    int rc = full.oom ? -1 : fstatat(AT_FDCWD, full.data, &st, AT_SYMLINK_NOFOLLOW);
+    fu_buf_free(&full);
+    if (rc < 0)
         return 0; /* gone in between: its delete event follows */
     if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
         return 0;
@@ -337,10 +345,17 @@ static int flush_moved_from(struct fu_watch *w)
 static int on_event(struct fu_watch *w, const struct inotify_event *ev, double now)
 {
     if (ev->mask & IN_IGNORED) {
+        const char *gone = wd_path(w, ev->wd);
+        bool root = gone && !strcmp(gone, "/");
         wd_drop(w, ev->wd);
-        return 0;
+        /* The root itself was removed or unmounted: nothing below can be watched any more;
+         * the caller must open the watcher again (and rescan). */
+        return root ? -ESTALE : 0;
     }
     const char *dir = wd_path(w, ev->wd);
+    if (dir && !ev->len && !strcmp(dir, "/") &&
+        (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)))
+        return -ESTALE; /* the root itself went away (its IN_IGNORED waits for our fds) */
     if (!dir || !ev->len)
         return 0; /* events on a watched directory itself: its parent reports them */
     struct fu_buf b = FU_BUF_INIT;

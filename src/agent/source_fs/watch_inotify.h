@@ -44,7 +44,8 @@ void fu_watch_close(struct fu_watch *w);
 int fu_watch_fd(const struct fu_watch *w);
 /* Reads what is pending (non-blocking) and emits rows. `now` (seconds) drives the IN_MODIFY
  * throttle. Returns the number of rows emitted, -EOVERFLOW when the kernel dropped events (the
- * caller must rescan), or the first negative value `emit` returned. */
+ * caller must rescan), -ESTALE when the root itself went away (removed, or unmounted: the
+ * caller must reopen the watcher and rescan), or the first negative value `emit` returned. */
 int fu_watch_read(struct fu_watch *w, double now, fu_watch_emit emit, void *ctx);
 /* Directories watched, and directories that could not be. */
 size_t fu_watch_count(const struct fu_watch *w);

@@ -1288,7 +1288,7 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
     if (!ac->agent_id) {
         const struct fu_cfg_sender *first =
             ac->senders.n ? FU_CFG_AT(&ac->senders, struct fu_cfg_sender, 0) : NULL;
-        default_agent_id(first ? first->uri : NULL, host, sizeof(host));
+        default_agent_id(first && first->uri.n ? first->uri.v[0] : NULL, host, sizeof(host));
     }
     a->agent_id = strdup(ac->agent_id ? ac->agent_id : host);
     a->pipes = calloc(ac->pipes.n ? ac->pipes.n : 1, sizeof(*a->pipes));
@@ -1320,7 +1320,8 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         p->key = strdup(snd->credential.key ? snd->credential.key : "");
         for (size_t k = 0; k < src->exclude.n; k++)
             fu_strv_push(&p->exclude, src->exclude.v[k]);
-        fu_strv_push(&p->uris, snd->uri);
+        for (size_t k = 0; k < snd->uri.n; k++)
+            fu_strv_push(&p->uris, snd->uri.v[k]); /* tried in order: fail-over */
         p->one_filesystem = src->one_filesystem;
         p->workers = (int)src->max_scan_workers;
         p->throttle = src->throttle_interval_sec;

@@ -468,6 +468,13 @@ static void parse_field(struct ctx *c, const struct fu_field *f, void *base,
     }
     case FT_STRV: {
         struct fu_strv *sv = p;
+        if ((f->flags & F_ONE_OK) && n->type != FU_Y_SEQ) { /* "x" is ["x"] */
+            fu_strv_free(sv);
+            if (scalar_or_err(c, n, "a string or a list of strings") &&
+                ((f->flags & F_NONEMPTY) ? check_nonempty_str(c, f, n) : true))
+                fu_strv_push(sv, n->s);
+            break;
+        }
         if (n->type != FU_Y_SEQ) {
             err(c, n, "expected a list of strings, got %s", fu_ynode_type_name(n));
             break;

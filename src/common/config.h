@@ -133,8 +133,8 @@ struct fu_cfg_source {
 
 struct fu_cfg_sender {
     struct fu_cfg_item it;
-    char *driver; /* fusion | http */
-    char *uri;
+    char *driver;       /* fusion | http */
+    struct fu_strv uri; /* one URL, or a list tried in order (fail-over) */
     struct fu_cfg_credential credential;
     int64_t batch_size;
     int64_t max_retries;

@@ -76,7 +76,7 @@ static const struct fu_schema sender_params_schema = {"driver_params", sender_pa
                                                       FU_COUNT(sender_params_fields), 0, NULL};
 static const struct fu_field sender_fields[] = {
     {"driver", FT_ENUM, SE(driver), F_REQUIRED, NORANGE, sender_drivers, NULL, NULL},
-    {"uri", FT_STR, SE(uri), F_REQUIRED | F_NONEMPTY, NORANGE, NULL, NULL, NULL},
+    {"uri", FT_STRV, SE(uri), F_REQUIRED | F_NONEMPTY | F_ONE_OK, NORANGE, NULL, NULL, NULL},
     {"credential", FT_OBJ, SE(credential), F_NULLABLE, NORANGE, NULL, &credential_schema, NULL},
     {"batch_size", FT_INT, SE(batch_size), 0, RANGE(1, 1000000), NULL, NULL, NULL},
     {"max_retries", FT_INT, SE(max_retries), 0, RANGE(0, 1e9), NULL, NULL, NULL},
@@ -170,9 +170,8 @@ static void at(struct fu_diags *d, enum fu_sev sev, const struct fu_loc *l, cons
 }
 
 /* http(s)://host[:port][/path]; a <PLACEHOLDER> host (as in seed 000) is only a warning. */
-static void check_sender_uri(const struct fu_cfg_sender *s, struct fu_diags *d)
+static void check_sender_uri(const struct fu_cfg_sender *s, const char *u, struct fu_diags *d)
 {
-    const char *u = s->uri;
     const char *rest = !strncmp(u, "http://", 7)    ? u + 7
                        : !strncmp(u, "https://", 8) ? u + 8
                                                     : NULL;
@@ -244,8 +243,8 @@ void fu_agent_check(const struct fu_config *cfg, struct fu_diags *d)
     }
     for (size_t i = 0; i < a->senders.n; i++) {
         const struct fu_cfg_sender *s = FU_CFG_AT(&a->senders, struct fu_cfg_sender, i);
-        if (s->uri)
-            check_sender_uri(s, d);
+        for (size_t k = 0; k < s->uri.n; k++)
+            check_sender_uri(s, s->uri.v[k], d);
         if (!s->credential.key && !s->disabled)
             at(d, FU_SEV_WARNING, &s->it.loc,
                "sender '%s' has no credential.key%s; Fusion will refuse its sessions", s->it.id,

@@ -31,6 +31,7 @@ enum {
     F_ICASE = 1 << 4,     /* FT_ENUM: matched case-insensitively, stored upper  */
     F_NONEMPTY = 1 << 5,  /* strings and lists must not be empty                */
     F_ALIAS = 1 << 6,     /* FT_OBJ: another spelling of fields dumped elsewhere */
+    F_ONE_OK = 1 << 7,    /* FT_STRV: a single string stands for a list of one   */
 };
 
 struct fu_schema;

@@ -274,6 +274,20 @@ class AgentSnapshot(unittest.TestCase):
             print(a.run("status").stdout, self.tree_paths())
             raise
 
+    def test_sender_fails_over_along_its_uris(self):
+        self.start_fusion()
+        a = Home("agent")
+        dead = free_port()
+        a.put("default.yaml", AGENT.format(agent_id="host-a", root=self.root, rx=self.rx)
+              .replace(f'uri: "http://127.0.0.1:{self.rx}"',
+                       f'uri: ["http://127.0.0.1:{dead}", "http://127.0.0.1:{self.rx}"]'))
+        self.assertEqual(a.run("start", "-D").returncode, 0)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(a.run, "stop")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20,
+                 what="the snapshot through the second URI")
+        self.assertIn(f"127.0.0.1:{dead}", a.log_text())  # the first one was tried
+
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")
         wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,

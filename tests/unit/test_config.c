@@ -652,6 +652,14 @@ static void test_agent_values_are_checked(void **state)
     expect_agent_error("senders:\n  t: {driver: fusion, uri: 'http://[::1:80', credential: {key: "
                        "k}}\n",
                        "no host in");
+    /* a list of URIs (fail-over): each is checked */
+    expect_agent_error("senders:\n  t: {driver: fusion, uri: ['http://a:1', 'http://b:0'], "
+                       "credential: {key: k}}\n",
+                       "bad port in 'http://b:0'");
+    expect_agent_error("senders:\n  t: {driver: fusion, uri: [], credential: {key: k}}\n",
+                       "must list at least one entry");
+    expect_agent_error("senders:\n  t: {driver: fusion, uri: {a: 1}, credential: {key: k}}\n",
+                       "a string or a list of strings");
 }
 
 static void test_agent_optional_values_and_field_mapping(void **state)

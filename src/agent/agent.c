@@ -68,6 +68,7 @@ struct pipe_rt {
     int wakefd;
     struct rt_row *pending;
     size_t npending, cap_pending;
+    _Atomic double drift; /* storage clock minus ours, s: events' index is in storage time */
     /* live state for `status` */
     _Atomic int phase;
     _Atomic size_t pending_count, watches, watch_failed;
@@ -100,6 +101,46 @@ static double wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define PROBE_PREFIX ".fustor-clock-probe-"
+
+/* Now on the storage's clock, in ms: v1's event index (agent time plus drift). */
+static long long storage_ms(struct pipe_rt *p)
+{
+    return (long long)((wall() + atomic_load(&p->drift)) * 1000);
+}
+
+/* Measures how far the storage's clock is from ours: a file created in the root gets its
+ * mtime from the storage (the NFS server's clock, on NFS). Read-only roots keep the last
+ * estimate (0 at first). v1 estimated it from the newest directory mtimes, which on a quiet
+ * tree mistakes age for drift. */
+static void measure_drift(struct pipe_rt *p)
+{
+    char name[64];
+    snprintf(name, sizeof(name), PROBE_PREFIX "%ld", (long)getpid());
+    int dfd = open(p->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    double before = wall();
+    int fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    double after = wall();
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        double mtime = (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9;
+        double drift = mtime - (before + after) / 2;
+        if (fabs(drift) < 1.0)
+            drift = 0; /* within the storage's timestamp granularity: the clocks agree */
+        if (fabs(drift - atomic_load(&p->drift)) >= 1.0)
+            fu_info("pipe %s: the storage's clock is %.1f s %s ours", p->id, fabs(drift),
+                    drift >= 0 ? "ahead of" : "behind");
+        atomic_store(&p->drift, drift);
+    }
+    if (fd >= 0) {
+        close(fd);
+        unlinkat(dfd, name, 0);
+    }
+    close(dfd);
 }
 
 /* Sleeps up to `sec`, or until the pipe stops, its session is lost or it is kicked; returns
@@ -419,7 +460,7 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
                   "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":[\"path\","
                   "\"file_name\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"],"
                   "\"rows\":[",
-                  b->p->sid, b->source, b->source, (long long)(wall() * 1000));
+                  b->p->sid, b->source, b->source, storage_ms(b->p));
     fu_buf_append(&body, rows_json->data, rows_json->len);
     fu_buf_puts(&body, "]}]}");
     int rc = 0;
@@ -838,7 +879,7 @@ static size_t realtime_body(struct pipe_rt *p, const char *sid, struct fu_buf *b
     fu_jw_bool(&w, false);
     fu_jw_ckey(&w, "events");
     fu_jw_arr_begin(&w);
-    long long index = (long long)(wall() * 1000);
+    long long index = storage_ms(p);
     for (size_t i = 0; i < n;) {
         bool del = p->pending[i].op == FU_WATCH_DELETE;
         fu_jw_obj_begin(&w);
@@ -1034,6 +1075,7 @@ static void *pipe_main(void *arg)
             continue;
         }
         fu_backoff_reset(&bo);
+        measure_drift(p);
         atomic_store(&p->phase, PH_IDLE);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
@@ -1320,6 +1362,7 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         p->key = strdup(snd->credential.key ? snd->credential.key : "");
         for (size_t k = 0; k < src->exclude.n; k++)
             fu_strv_push(&p->exclude, src->exclude.v[k]);
+        fu_strv_push(&p->exclude, PROBE_PREFIX "*"); /* the clock probe is not data */
         for (size_t k = 0; k < snd->uri.n; k++)
             fu_strv_push(&p->uris, snd->uri.v[k]); /* tried in order: fail-over */
         p->one_filesystem = src->one_filesystem;

@@ -288,6 +288,30 @@ class AgentSnapshot(unittest.TestCase):
                  what="the snapshot through the second URI")
         self.assertIn(f"127.0.0.1:{dead}", a.log_text())  # the first one was tried
 
+    def test_recovery_from_a_kernel_queue_overflow(self):
+        self.start_fusion()
+        a = self.start_agent("host-a")
+        wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        with open("/proc/sys/fs/inotify/max_queued_events") as fh:
+            limit = int(fh.read())
+        # the agent frozen, more events than the kernel queues: some are lost
+        n = limit // 2 + 2000
+        os.kill(a.pid(), signal.SIGSTOP)
+        try:
+            for i in range(n):  # in a watched directory: a create, a write and a close each
+                with open(f"{self.root}/d0/flood{i:05d}", "w") as fh:
+                    fh.write("f")
+        finally:
+            os.kill(a.pid(), signal.SIGCONT)
+        wait_for(lambda: "overflowed" in a.log_text(), timeout=20, what="the overflow noticed")
+
+        def count():
+            status, st, _ = request("GET", f"{self.api}/stats?path=/d0", "read")
+            return st["total_files"] if status == 200 else -1
+        # the leader snapshots again: every file is there
+        wait_for(lambda: count() == 31 + n, timeout=60, what="the resync")
+        self.assertGreaterEqual(a.log_text().count("snapshot done"), 2)
+
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")
         wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,

@@ -312,6 +312,36 @@ class AgentSnapshot(unittest.TestCase):
         wait_for(lambda: count() == 31 + n, timeout=60, what="the resync")
         self.assertGreaterEqual(a.log_text().count("snapshot done"), 2)
 
+    def test_an_unreadable_directory_is_skipped_while_its_siblings_sync(self):
+        # As root every directory is readable: the agent runs as nobody here.
+        self.start_fusion()
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        os.chmod(f"{self.root}/d2", 0)
+        self.addCleanup(os.chmod, f"{self.root}/d2", 0o755)
+        a = Home("agent")
+        a.put("default.yaml", AGENT.format(agent_id="host-a", root=self.root, rx=self.rx))
+        for dirpath, dirnames, filenames in os.walk(a.dir):
+            os.chown(dirpath, 65534, 65534)
+            for f in filenames:
+                os.chown(os.path.join(dirpath, f), 65534, 65534)
+        os.chmod(a.dir, 0o755)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", a.exe]
+        if subprocess.run(as_nobody[:-1] + ["test", "-x", a.exe]).returncode:
+            self.skipTest(f"user nobody cannot run {a.exe} (a checkout in a private directory)")
+        r = subprocess.run(as_nobody + ["start", "-D"], env=a.env, capture_output=True,
+                           text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(subprocess.run, as_nobody + ["stop"], env=a.env, capture_output=True)
+        want = {p for p in self.expected() if not p.startswith("/d2/")}
+        wait_for(lambda: self.tree_paths() == want, timeout=20,
+                 what="everything but the unreadable directory's contents")
+        self.assertIn("/d2: Permission denied", a.log_text())
+        self.assertIn("snapshot done", a.log_text())
+
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")
         wait_for(lambda: "cannot open a session" in a.log_text(), timeout=10,

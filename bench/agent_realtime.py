@@ -6,56 +6,25 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from stack import Stack
 
 
 def main():
     bin_dir = sys.argv[1]
     rate = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     secs = float(sys.argv[3]) if len(sys.argv) > 3 else 5
-    home = tempfile.mkdtemp(prefix="fustor-bench-rt-")
-    root = f"{home}/tree"
+    tree = tempfile.mkdtemp(prefix="fustor-bench-rt-")
+    root = f"{tree}/tree"
     os.makedirs(f"{root}/rt")
-    api, rx = free_port(), free_port()
-    fh, ah = f"{home}/fusion", f"{home}/agent"
-    os.makedirs(f"{fh}/fusion-config")
-    os.makedirs(f"{ah}/agent-config")
-    with open(f"{fh}/fusion-config/default.yaml", "w") as f:
-        f.write(f"""logging: WARNING
-receivers:
-  rx: {{driver: http, bind_host: 127.0.0.1, port: {rx}, api_keys: [{{key: k, pipe_id: p}}]}}
-views:
-  v: {{driver: fs, api_keys: [r]}}
-pipes:
-  p: {{receiver: rx, views: [v]}}
-""")
-    with open(f"{ah}/agent-config/default.yaml", "w") as f:
-        f.write(f"""agent_id: bench
-logging: WARNING
-sources:
-  s: {{driver: fs, uri: "{root}"}}
-senders:
-  f: {{driver: fusion, uri: "http://127.0.0.1:{rx}", credential: {{key: k}}}}
-pipes:
-  p: {{source: s, sender: f}}
-""")
-    fenv = dict(os.environ, FUSTOR_HOME=fh, FUSTOR_FUSION_PORT=str(api))
-    aenv = dict(os.environ, FUSTOR_HOME=ah)
-    subprocess.run([f"{bin_dir}/fustor-fusion", "start", "-D"], env=fenv, check=True,
-                   capture_output=True)
-    subprocess.run([f"{bin_dir}/fustor-agent", "start", "-D"], env=aenv, check=True,
-                   capture_output=True)
+    st = Stack(bin_dir, root)
+    api = st.api
+    st.start_fusion()
+    st.start_agent()
     try:
         c = http.client.HTTPConnection("127.0.0.1", api)
 
@@ -105,9 +74,8 @@ pipes:
               f"{res['p50_ms']} ms, p99 {res['p99_ms']} ms (target <= 200), max "
               f"{res['max_ms']} ms", file=sys.stderr)
     finally:
-        subprocess.run([f"{bin_dir}/fustor-agent", "stop"], env=aenv, capture_output=True)
-        subprocess.run([f"{bin_dir}/fustor-fusion", "stop"], env=fenv, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        st.stop()
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 if __name__ == "__main__":

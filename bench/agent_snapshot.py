@@ -11,17 +11,11 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from stack import Stack
 
 
 def build(root, dirs, files):
@@ -44,59 +38,31 @@ def run_find(root):
 
 
 def run_agent(bin_dir, root, total):
-    home = tempfile.mkdtemp(prefix="fustor-bench-")
-    api, rx = free_port(), free_port()
-    fh, ah = f"{home}/fusion", f"{home}/agent"
-    os.makedirs(f"{fh}/fusion-config")
-    os.makedirs(f"{ah}/agent-config")
-    with open(f"{fh}/fusion-config/default.yaml", "w") as f:
-        f.write(f"""logging: WARNING
-receivers:
-  rx: {{driver: http, bind_host: 127.0.0.1, port: {rx}, api_keys: [{{key: k, pipe_id: p}}]}}
-views:
-  v: {{driver: fs, api_keys: [r], driver_params: {{max_tree_items: 0}}}}
-pipes:
-  p: {{receiver: rx, views: [v]}}
-""")
-    with open(f"{ah}/agent-config/default.yaml", "w") as f:
-        f.write(f"""agent_id: bench
-logging: INFO
-sources:
-  s: {{driver: fs, uri: "{root}", driver_params: {{max_scan_workers: {os.cpu_count()}}}}}
-senders:
-  f: {{driver: fusion, uri: "http://127.0.0.1:{rx}", credential: {{key: k}}}}
-pipes:
-  p: {{source: s, sender: f, batch_size: 1000}}
-""")
-    fenv = dict(os.environ, FUSTOR_HOME=fh, FUSTOR_FUSION_PORT=str(api))
-    aenv = dict(os.environ, FUSTOR_HOME=ah)
-    subprocess.run([f"{bin_dir}/fustor-fusion", "start", "-D"], env=fenv, check=True,
-                   capture_output=True)
+    st = Stack(bin_dir, root, agent_log="INFO", view_params="{max_tree_items: 0}",
+               source_params=f"{{max_scan_workers: {os.cpu_count()}}}",
+               pipe_params=", batch_size: 1000")
+    api = st.api
+    st.start_fusion()
     try:
         t0 = time.perf_counter()
-        subprocess.run([f"{bin_dir}/fustor-agent", "start", "-D"], env=aenv, check=True,
-                       capture_output=True)
+        st.start_agent()
         c = http.client.HTTPConnection("127.0.0.1", api)
         while True:
-            log = open(f"{ah}/logs/agent.log").read()
-            if "snapshot done" in log:
+            if "snapshot done" in st.agent_log():
                 c.request("GET", "/api/v1/views/v/stats", headers={"X-API-Key": "r"})
                 r = c.getresponse()
-                st = json.loads(r.read())
-                if r.status == 200 and st["total_files"] >= total:
+                stats = json.loads(r.read())
+                if r.status == 200 and stats["total_files"] >= total:
                     break
             time.sleep(0.01)
         dt = time.perf_counter() - t0
         rss = 0
-        pid = int(open(f"{ah}/agent.pid").read())
-        for line in open(f"/proc/{pid}/status"):
+        for line in open(f"/proc/{st.agent_pid()}/status"):
             if line.startswith("VmHWM:"):
                 rss = int(line.split()[1]) * 1024
         return dt, rss
     finally:
-        subprocess.run([f"{bin_dir}/fustor-agent", "stop"], env=aenv, capture_output=True)
-        subprocess.run([f"{bin_dir}/fustor-fusion", "stop"], env=fenv, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        st.stop()
 
 
 def main():

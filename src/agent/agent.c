@@ -186,6 +186,34 @@ static void set_error(struct pipe_rt *p, const char *what, const char *detail)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Tells the pipe thread its session is gone (it opens a new one). */
+static void mark_lost(struct pipe_rt *p)
+{
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->lost, true);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Events were lost: the leader snapshots again. */
+static void ask_resync(struct pipe_rt *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->resync = p->kick = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The watcher's pause: up to `sec`, cut short by a stop (through wakefd). */
+static void rest(struct pipe_rt *p, double sec)
+{
+    struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
+    if (poll(&wake, 1, (int)(sec * 1000)) > 0) {
+        eventfd_t v;
+        eventfd_read(p->wakefd, &v);
+    }
+}
+
 /* ------------------------------------------------------------ session */
 
 /* Commands in a heartbeat reply (v1 §2.10), delivered once: `scan` is queued for the pipe
@@ -333,10 +361,7 @@ static void *heartbeat_main(void *arg)
             }
         } else if (st == 419 || st == 404) {
             fu_warn("pipe %s: session %s is gone (HTTP %ld); opening a new one", p->id, p->sid, st);
-            pthread_mutex_lock(&p->mu);
-            atomic_store(&p->lost, true);
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->mu);
+            mark_lost(p);
         } else if (st < 0) {
             set_error(p, "heartbeat", c.err);
             fu_warn("pipe %s: heartbeat failed: %s (retrying)", p->id, c.err);
@@ -401,10 +426,7 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
 static void close_session(struct pipe_rt *p, struct fu_hc *c)
 {
     if (p->hb_running) {
-        pthread_mutex_lock(&p->mu);
-        atomic_store(&p->lost, true); /* ends the heartbeat loop */
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        mark_lost(p); /* ends the heartbeat loop */
         pthread_join(p->hb, NULL);
         p->hb_running = false;
     }
@@ -473,10 +495,7 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
         if (st == 419 || st == 404 || st == 409) {
             fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over", b->p->id,
                     st, fu_buf_str(&out));
-            pthread_mutex_lock(&b->p->mu);
-            atomic_store(&b->p->lost, true);
-            pthread_cond_broadcast(&b->p->cv);
-            pthread_mutex_unlock(&b->p->mu);
+            mark_lost(b->p);
             rc = -EPIPE;
             break;
         }
@@ -553,6 +572,28 @@ static int enqueue_rows(struct batcher *b, struct fu_buf *rows, size_t n)
     return rc;
 }
 
+/* A v1 FS row's fields (FSRow) into the open row object; deletes carry only the path and
+ * its name. */
+static void write_row(struct fu_jw *w, const char *path, size_t len, bool attrs, uint64_t size,
+                      double mtime, double ctime, bool is_dir)
+{
+    const char *name = strrchr(path, '/');
+    fu_jw_ckey(w, "path");
+    fu_jw_str(w, path, len);
+    fu_jw_ckey(w, "file_name");
+    fu_jw_cstr(w, name ? name + 1 : path);
+    if (!attrs)
+        return;
+    fu_jw_ckey(w, "size");
+    fu_jw_uint(w, size);
+    fu_jw_ckey(w, "modified_time");
+    fu_jw_double(w, mtime);
+    fu_jw_ckey(w, "created_time");
+    fu_jw_double(w, ctime);
+    fu_jw_ckey(w, "is_directory");
+    fu_jw_bool(w, is_dir);
+}
+
 static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
     struct batcher *b = ctx;
@@ -562,21 +603,8 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     fu_jw_init(&w, &frag);
     for (size_t i = 0; i < n; i++) { /* encoded by this worker, without a lock */
         const struct fu_scan_entry *e = &v[i];
-        const char *name = strrchr(e->path, '/');
-        name = name && name[1] ? name + 1 : "";
         fu_jw_obj_begin(&w);
-        fu_jw_ckey(&w, "path");
-        fu_jw_str(&w, e->path, e->path_len);
-        fu_jw_ckey(&w, "file_name");
-        fu_jw_cstr(&w, name);
-        fu_jw_ckey(&w, "size");
-        fu_jw_uint(&w, e->size);
-        fu_jw_ckey(&w, "modified_time");
-        fu_jw_double(&w, e->mtime);
-        fu_jw_ckey(&w, "created_time");
-        fu_jw_double(&w, e->ctime);
-        fu_jw_ckey(&w, "is_directory");
-        fu_jw_bool(&w, e->is_dir);
+        write_row(&w, e->path, e->path_len, true, e->size, e->mtime, e->ctime, e->is_dir);
         if (audit && e->parent_path[0]) { /* the parent-mtime check (v1 §3.5) */
             fu_jw_ckey(&w, "parent_path");
             fu_jw_cstr(&w, e->parent_path);
@@ -720,10 +748,7 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
             fu_warn("pipe %s: the end of the %s was refused (%ld: %s)", p->id, names[kind], status,
                     why);
             if (status == 409 || status == 419 || status == 404) { /* no longer leading */
-                pthread_mutex_lock(&p->mu);
-                atomic_store(&p->lost, true);
-                pthread_cond_broadcast(&p->cv);
-                pthread_mutex_unlock(&p->mu);
+                mark_lost(p);
                 rc = -EPIPE;
             } else {
                 rc = -EPROTO; /* retried after a backoff, not at once */
@@ -840,11 +865,7 @@ static int on_row(void *ctx, const struct fu_watch_row *r)
                 "leader resyncs",
                 p->id, p->npending);
         pending_drop(p, p->npending);
-        pthread_mutex_lock(&p->mu);
-        p->resync = true;
-        p->kick = true;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        ask_resync(p);
     }
     if (p->npending == p->cap_pending) {
         size_t cap = p->cap_pending ? p->cap_pending * 2 : 256;
@@ -897,21 +918,9 @@ static size_t realtime_body(struct pipe_rt *p, const char *sid, struct fu_buf *b
         fu_jw_arr_begin(&w);
         for (; i < n && (p->pending[i].op == FU_WATCH_DELETE) == del; i++) {
             const struct rt_row *r = &p->pending[i];
-            const char *name = strrchr(r->path, '/');
             fu_jw_obj_begin(&w);
-            fu_jw_ckey(&w, "path");
-            fu_jw_cstr(&w, r->path);
-            fu_jw_ckey(&w, "file_name");
-            fu_jw_cstr(&w, name ? name + 1 : r->path);
+            write_row(&w, r->path, strlen(r->path), !del, r->size, r->mtime, r->ctime, r->is_dir);
             if (!del) {
-                fu_jw_ckey(&w, "size");
-                fu_jw_uint(&w, r->size);
-                fu_jw_ckey(&w, "modified_time");
-                fu_jw_double(&w, r->mtime);
-                fu_jw_ckey(&w, "created_time");
-                fu_jw_double(&w, r->ctime);
-                fu_jw_ckey(&w, "is_directory");
-                fu_jw_bool(&w, r->is_dir);
                 fu_jw_ckey(&w, "is_atomic_write");
                 fu_jw_bool(&w, r->atomic);
             }
@@ -958,10 +967,7 @@ static void realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *bod
                      "the leader resyncs",
                      p->id, st, fu_buf_str(out), n);
             pending_drop(p, n);
-            pthread_mutex_lock(&p->mu);
-            p->resync = p->kick = true;
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->mu);
+            ask_resync(p);
         } else {
             set_error(p, "push", c->err);
             return; /* retried at the next wake-up */
@@ -985,11 +991,7 @@ static void *watch_main(void *arg)
             if (rc < 0) {
                 w = NULL;
                 fu_error("pipe %s: cannot watch %s: %s (retrying)", p->id, p->root, strerror(-rc));
-                struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
-                if (poll(&wake, 1, (int)(fu_backoff_next(&bo) * 1000)) > 0) { /* a stop ends it */
-                    eventfd_t v;
-                    eventfd_read(p->wakefd, &v);
-                }
+                rest(p, fu_backoff_next(&bo)); /* a stop ends it */
                 continue;
             }
             fu_info("pipe %s: watching %zu directories of %s (%zu could not be watched)", p->id,
@@ -1018,10 +1020,7 @@ static void *watch_main(void *arg)
         if (fds[0].revents & POLLIN) {
             int rc = fu_watch_read(w, wall(), on_row, p);
             if (rc == -EOVERFLOW) {
-                pthread_mutex_lock(&p->mu);
-                p->resync = p->kick = true; /* the leader snapshots again */
-                pthread_cond_broadcast(&p->cv);
-                pthread_mutex_unlock(&p->mu);
+                ask_resync(p);
             } else if (rc < 0) {
                 const char *why = rc == -ESTALE ? "the root went away" : strerror(-rc);
                 fu_error("pipe %s: watching failed: %s; watching again, and the leader resyncs",
@@ -1033,11 +1032,7 @@ static void *watch_main(void *arg)
                 pthread_mutex_lock(&p->mu);
                 p->watch_ready = false;
                 pthread_mutex_unlock(&p->mu);
-                struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
-                if (poll(&wake, 1, (int)(fu_backoff_next(&bo) * 1000)) > 0) {
-                    eventfd_t v;
-                    eventfd_read(p->wakefd, &v);
-                }
+                rest(p, fu_backoff_next(&bo)); /* a stop ends it */
                 continue;
             }
         }

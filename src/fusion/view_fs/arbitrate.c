@@ -72,6 +72,15 @@ static void on_release(void *ctx, fu_nid id, uint16_t flags)
         fu_idmap_del(&s->additions, id);
 }
 
+/* Works on tree `t`, which tells it when it frees a suspect or an addition. */
+static void attach(struct fu_fs *s, struct fu_tree *t)
+{
+    s->tree = t;
+    t->release_hook = on_release;
+    t->hook_ctx = s;
+    t->hook_mask = FU_N_SUSPECT | FU_N_BLIND_ADD;
+}
+
 /* ------------------------------------------------------------ tombstones */
 
 static void tomb_put(struct fu_fs *s, const char *path, size_t len, double logical, double now)
@@ -114,12 +123,9 @@ int fu_fs_init(struct fu_fs *s, struct fu_tree *t, double hot_file_threshold, do
     if (!s->clock)
         return -ENOMEM;
     fu_clock_init(s->clock);
-    s->tree = t;
     s->hot = hot_file_threshold;
     s->tomb_ttl = tombstone_ttl;
-    t->release_hook = on_release;
-    t->hook_ctx = s;
-    t->hook_mask = FU_N_SUSPECT | FU_N_BLIND_ADD;
+    attach(s, t);
     return 0;
 }
 
@@ -154,10 +160,7 @@ void fu_fs_clear(struct fu_fs *s, struct fu_tree *t)
     fu_clock_init(clock);
     s->hot = hot;
     s->tomb_ttl = ttl;
-    s->tree = t;
-    t->release_hook = on_release;
-    t->hook_ctx = s;
-    t->hook_mask = FU_N_SUSPECT | FU_N_BLIND_ADD;
+    attach(s, t);
 }
 
 double fu_fs_logical_now(const struct fu_fs *s, double now)

@@ -3,9 +3,11 @@
  * run the leader's snapshot, then wait until the session is lost or the agent stops. */
 #include "agent/agent.h"
 
+#include "agent/bus.h"
+#include "agent/config_update.h"
 #include "agent/sender_http.h"
+#include "agent/source.h"
 #include "agent/source_fs/scan.h"
-#include "agent/source_fs/watch_inotify.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -19,6 +21,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,33 +30,39 @@
 #include <time.h>
 #include <unistd.h>
 
+struct job {
+    enum { JOB_SCAN, JOB_REPORT_CONFIG, JOB_UPDATE_CONFIG } kind;
+    char *path;   /* scan: the path; config jobs: the file name */
+    char *job_id; /* scan */
+    bool recursive;
+    char *yaml; /* update_config: the new text */
+};
+
 struct pipe_rt {
     struct fu_agent *agent;
     char *id, *task_id, *root, *file_pattern, *key;
     struct fu_strv uris, exclude;
     bool one_filesystem;
     int workers;
-    double throttle;
-    size_t max_pending; /* realtime rows held while no session is open */
     size_t batch_size;
     double timeout, session_timeout;          /* session_timeout: NAN = Fusion decides */
     double audit_interval, sentinel_interval; /* the pipe's; Fusion's replies override them */
+    struct source_ent *src;                   /* the source it reads, shared */
+    struct fu_bus_sub *sub;                   /* its cursor on the source's bus */
     pthread_t thread;
     bool started;
+    _Atomic bool ended; /* its thread returned (a stop_pipe command) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
     bool kick; /* wakes the pipe thread: its role changed, or a command came */
-    struct job {
-        char *path, *job_id;
-        bool recursive;
-    } * jobs; /* on-demand scans to run */
+    struct job *jobs; /* commands to run in the pipe thread */
     size_t njobs;
     struct fu_dircache *dircache;         /* the leader's audits, kept for the session */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
     bool resync;                          /* events were lost: the leader snapshots again */
-    /* the session, shared with the heartbeat and watcher threads (sid under mu) */
+    /* the session, shared with the heartbeat and realtime threads (sid under mu) */
     char sid[128];
     _Atomic bool lost; /* 419 or closed: open a new one */
     _Atomic bool leader;
@@ -61,39 +70,43 @@ struct pipe_rt {
     double hb_interval;
     pthread_t hb;
     bool hb_running;
-    /* realtime: the watcher thread, woken through wakefd */
-    pthread_t watcher;
-    bool watching;
-    bool watch_ready; /* the initial watches are in place (under mu) */
+    /* realtime: the thread that sends the bus's rows, woken through wakefd */
+    pthread_t rt;
+    bool rt_running;
     int wakefd;
-    struct rt_row *pending;
-    size_t npending, cap_pending;
     _Atomic double drift; /* storage clock minus ours, s: events' index is in storage time */
     /* live state for `status` */
     _Atomic int phase;
-    _Atomic size_t pending_count, watches, watch_failed;
-    /* progress, for logs */
-    _Atomic uint64_t rows_sent;
-    struct fu_scan_stats scan;
+    _Atomic size_t pending_count;
+    /* progress */
+    _Atomic uint64_t rows_sent, walk_rows, walk_dirs; /* walk_*: the walk under way */
+    _Atomic double walk_started;
+    double progress_logged; /* the last progress line (service thread) */
     char last_error[256];
 };
 
-enum phase { PH_CONNECTING, PH_IDLE, PH_SNAPSHOT, PH_AUDIT, PH_SCAN, PH_SENTINEL };
-static const char *const phase_names[] = {"connecting", "watching",       "snapshot",
-                                          "audit",      "on-demand scan", "sentinel"};
+enum phase { PH_CONNECTING, PH_IDLE, PH_SNAPSHOT, PH_AUDIT, PH_SCAN, PH_SENTINEL, PH_STOPPED };
+static const char *const phase_names[] = {"connecting",     "watching", "snapshot", "audit",
+                                          "on-demand scan", "sentinel", "stopped"};
 
-struct rt_row {
-    enum fu_watch_op op;
-    bool atomic, is_dir;
-    uint64_t size;
-    double mtime, ctime;
-    char *path;
+/* A source shared by the pipes that read it, known by everything its runtime depends on. */
+struct source_ent {
+    char *sig;
+    struct fu_source *s;
+    int refs;
 };
 
+/* Only the service thread (start, reload, status, stop) touches `pipes` and `sources`;
+ * cfg_mu guards the config file names, which pipe threads read for config commands. */
 struct fu_agent {
     char *agent_id;
-    struct pipe_rt *pipes;
+    struct pipe_rt **pipes;
     size_t npipes;
+    struct source_ent **sources;
+    size_t nsources;
+    pthread_mutex_t cfg_mu;
+    char *home, *dir, *active_file;
+    struct fu_strv files;
 };
 
 static double wall(void)
@@ -204,73 +217,137 @@ static void ask_resync(struct pipe_rt *p)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* The watcher's pause: up to `sec`, cut short by a stop (through wakefd). */
-static void rest(struct pipe_rt *p, double sec)
+/* ------------------------------------------------------------ session */
+
+static void queue_job(struct pipe_rt *p, struct job j)
 {
-    struct pollfd wake = {.fd = p->wakefd, .events = POLLIN};
-    if (poll(&wake, 1, (int)(sec * 1000)) > 0) {
-        eventfd_t v;
-        eventfd_read(p->wakefd, &v);
+    pthread_mutex_lock(&p->mu);
+    struct job *v = realloc(p->jobs, (p->njobs + 1) * sizeof(*v));
+    if (v) {
+        p->jobs = v;
+        v[p->njobs++] = j;
+        p->kick = true;
+        pthread_cond_broadcast(&p->cv);
+    } else {
+        free(j.path);
+        free(j.job_id);
+        free(j.yaml);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void job_free(struct job *j)
+{
+    free(j->path);
+    free(j->job_id);
+    free(j->yaml);
+}
+
+/* One command of a heartbeat reply (v1 §2.10), delivered once. `scan` and the config
+ * commands run in the pipe thread; reload_config raises SIGHUP, as `fustor-agent reload`
+ * does; stop_pipe stops this pipe until the next reload or restart. */
+static void run_command(struct pipe_rt *p, const char *type, const char *path, bool recursive,
+                        const char *job, const char *pipe_id, const char *filename,
+                        struct fu_buf *yaml)
+{
+    if (!strcmp(type, "scan")) {
+        struct fu_buf norm = FU_BUF_INIT;
+        const char *why = NULL;
+        if (fu_path_normalize(path, strlen(path), &norm, &why) < 0) {
+            fu_warn("pipe %s: scan command for a bad path refused: %s", p->id, why);
+        } else {
+            struct job j = {JOB_SCAN, strdup(fu_buf_str(&norm)), strdup(job), recursive, NULL};
+            if (j.path && j.job_id)
+                queue_job(p, j);
+            else
+                job_free(&j);
+        }
+        fu_buf_free(&norm);
+    } else if (!strcmp(type, "reload_config")) {
+        fu_info("pipe %s: Fusion asked for a config reload", p->id);
+        kill(getpid(), SIGHUP);
+    } else if (!strcmp(type, "stop_pipe")) {
+        if (strcmp(pipe_id, p->id))
+            return; /* for another pipe of this agent (v1: the id must match) */
+        fu_warn("pipe %s: stopped by a stop_pipe command from Fusion (a reload or a restart "
+                "starts it again)",
+                p->id);
+        pthread_mutex_lock(&p->mu);
+        p->stop = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        eventfd_write(p->wakefd, 1);
+    } else if (!strcmp(type, "report_config") || !strcmp(type, "update_config")) {
+        bool update = type[0] == 'u';
+        if (update && !yaml->len) {
+            fu_warn("pipe %s: update_config without config_yaml refused", p->id);
+            return;
+        }
+        struct job j = {update ? JOB_UPDATE_CONFIG : JOB_REPORT_CONFIG, strdup(filename), NULL,
+                        false, update ? strdup(fu_buf_str(yaml)) : NULL};
+        if (j.path && (!update || j.yaml))
+            queue_job(p, j);
+        else
+            job_free(&j);
+    } else {
+        fu_warn("pipe %s: command '%s' is not supported by this agent; ignored", p->id, type);
     }
 }
 
-/* ------------------------------------------------------------ session */
+static void tok_copy(const struct fu_jr *r, char *out, size_t len)
+{
+    size_t n = r->str_len < len ? r->str_len : len - 1;
+    memcpy(out, r->str, n);
+    out[n] = '\0';
+}
 
-/* Commands in a heartbeat reply (v1 §2.10), delivered once: `scan` is queued for the pipe
- * thread; the others are not supported by this agent yet and are logged as such. */
+/* The commands array of a heartbeat reply. */
 static void read_commands(struct pipe_rt *p, struct fu_jr *r)
 {
     enum fu_json_tok t;
+    struct fu_buf yaml = FU_BUF_INIT;
     while ((t = fu_jr_next(r)) == FU_JSON_OBJ_BEGIN) {
-        char type[32] = "", path[4096] = "/", job[128] = "";
-        bool recursive = true;
+        char type[32] = "", path[4096] = "/", job[128] = "", pipe_id[256] = "",
+             filename[256] = "";
+        bool recursive = true, too_long = false;
+        fu_buf_reset(&yaml);
         while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
             char key[16];
-            snprintf(key, sizeof(key), "%.*s", (int)(r->str_len < 15 ? r->str_len : 15), r->str);
+            tok_copy(r, key, sizeof(key));
             t = fu_jr_next(r);
-            if (t == FU_JSON_STRING && !strcmp(key, "type"))
-                snprintf(type, sizeof(type), "%.*s", (int)(r->str_len < 31 ? r->str_len : 31),
-                         r->str);
-            else if (t == FU_JSON_STRING && !strcmp(key, "path") && r->str_len < sizeof(path))
-                snprintf(path, sizeof(path), "%.*s", (int)r->str_len, r->str);
-            else if (t == FU_JSON_STRING && !strcmp(key, "job_id") && r->str_len < sizeof(job))
-                snprintf(job, sizeof(job), "%.*s", (int)r->str_len, r->str);
-            else if ((t == FU_JSON_TRUE || t == FU_JSON_FALSE) && !strcmp(key, "recursive"))
+            if (t == FU_JSON_STRING && memchr(r->str, '\0', r->str_len)) {
+                too_long = true; /* a NUL inside a string: refused as a whole */
+            } else if (t == FU_JSON_STRING && !strcmp(key, "type")) {
+                tok_copy(r, type, sizeof(type));
+            } else if (t == FU_JSON_STRING && !strcmp(key, "path")) {
+                too_long |= r->str_len >= sizeof(path);
+                tok_copy(r, path, sizeof(path));
+            } else if (t == FU_JSON_STRING && !strcmp(key, "job_id")) {
+                too_long |= r->str_len >= sizeof(job);
+                tok_copy(r, job, sizeof(job));
+            } else if (t == FU_JSON_STRING &&
+                       (!strcmp(key, "agent_pipe_id") || !strcmp(key, "pipe_id"))) {
+                too_long |= r->str_len >= sizeof(pipe_id);
+                tok_copy(r, pipe_id, sizeof(pipe_id));
+            } else if (t == FU_JSON_STRING && !strcmp(key, "filename")) {
+                too_long |= r->str_len >= sizeof(filename);
+                tok_copy(r, filename, sizeof(filename));
+            } else if (t == FU_JSON_STRING && !strcmp(key, "config_yaml")) {
+                fu_buf_append(&yaml, r->str, r->str_len);
+            } else if ((t == FU_JSON_TRUE || t == FU_JSON_FALSE) && !strcmp(key, "recursive")) {
                 recursive = t == FU_JSON_TRUE;
-            else if (fu_jr_skip(r) < 0)
+            } else if (fu_jr_skip(r) < 0) {
+                fu_buf_free(&yaml);
                 return;
+            }
         }
-        struct fu_buf norm = FU_BUF_INIT;
-        const char *why = NULL;
-        if (!strcmp(type, "scan") && fu_path_normalize(path, strlen(path), &norm, &why) < 0) {
-            fu_warn("pipe %s: scan command for a bad path refused: %s", p->id, why);
-            fu_buf_free(&norm);
-            continue;
-        }
-        if (!strcmp(type, "scan"))
-            snprintf(path, sizeof(path), "%s", fu_buf_str(&norm));
-        fu_buf_free(&norm);
-        if (strcmp(type, "scan")) {
-            fu_warn("pipe %s: command '%s' is not supported by this agent yet; ignored", p->id,
+        if (too_long || yaml.oom)
+            fu_warn("pipe %s: command '%s' refused: a field is too long or holds a NUL", p->id,
                     type);
-            continue;
-        }
-        pthread_mutex_lock(&p->mu);
-        struct job *v = realloc(p->jobs, (p->njobs + 1) * sizeof(*v));
-        char *jp = strdup(path), *jid = strdup(job);
-        if (v && jp && jid) {
-            p->jobs = v;
-            v[p->njobs++] = (struct job){jp, jid, recursive};
-            p->kick = true;
-            pthread_cond_broadcast(&p->cv);
-        } else {
-            if (v)
-                p->jobs = v;
-            free(jp);
-            free(jid);
-        }
-        pthread_mutex_unlock(&p->mu);
+        else
+            run_command(p, type, path, recursive, job, pipe_id, filename, &yaml);
     }
+    fu_buf_free(&yaml);
 }
 
 /* The length of the prefix of s made of characters a session id may hold (it goes into URLs
@@ -601,8 +678,10 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     struct fu_buf frag = FU_BUF_INIT;
     struct fu_jw w;
     fu_jw_init(&w, &frag);
+    uint64_t dirs = 0;
     for (size_t i = 0; i < n; i++) { /* encoded by this worker, without a lock */
         const struct fu_scan_entry *e = &v[i];
+        dirs += e->is_dir;
         fu_jw_obj_begin(&w);
         write_row(&w, e->path, e->path_len, true, e->size, e->mtime, e->ctime, e->is_dir);
         if (audit && e->parent_path[0]) { /* the parent-mtime check (v1 §3.5) */
@@ -619,6 +698,8 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     }
     struct fu_buf take = FU_BUF_INIT;
     size_t take_n = 0;
+    atomic_fetch_add(&b->p->walk_rows, n);
+    atomic_fetch_add(&b->p->walk_dirs, dirs);
     pthread_mutex_lock(&b->mu);
     int rc = frag.oom ? -ENOMEM : b->rc;
     if (!rc) {
@@ -694,6 +775,9 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     };
     struct fu_scan_stats st = {0};
     double t0 = wall();
+    atomic_store(&p->walk_rows, 0);
+    atomic_store(&p->walk_dirs, 0);
+    atomic_store(&p->walk_started, t0);
     atomic_store(&p->phase, kind == WALK_SNAPSHOT ? PH_SNAPSHOT
                             : kind == WALK_AUDIT  ? PH_AUDIT
                                                   : PH_SCAN);
@@ -847,113 +931,89 @@ static int sentinel(struct pipe_rt *p, struct fu_hc *c)
 
 /* ------------------------------------------------------------ realtime */
 
-static void pending_drop(struct pipe_rt *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(p->pending[i].path);
-    memmove(p->pending, p->pending + n, (p->npending - n) * sizeof(*p->pending));
-    p->npending -= n;
-}
-
-/* The watcher's rows wait here until they are sent; too many (no session for a long time)
- * are dropped and the leader resyncs: events are never lost silently. */
-static int on_row(void *ctx, const struct fu_watch_row *r)
-{
-    struct pipe_rt *p = ctx;
-    if (p->npending >= p->max_pending) {
-        fu_warn("pipe %s: %zu realtime events held without a session; dropping them, the "
-                "leader resyncs",
-                p->id, p->npending);
-        pending_drop(p, p->npending);
-        ask_resync(p);
-    }
-    if (p->npending == p->cap_pending) {
-        size_t cap = p->cap_pending ? p->cap_pending * 2 : 256;
-        struct rt_row *v = realloc(p->pending, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        p->pending = v;
-        p->cap_pending = cap;
-    }
-    char *path = strndup(r->path, r->path_len);
-    if (!path)
-        return -ENOMEM;
-    p->pending[p->npending++] =
-        (struct rt_row){r->op, r->atomic, r->is_dir, r->size, r->mtime, r->ctime, path};
-    return 0;
-}
-
-/* One realtime batch of up to batch_size pending rows, in order: consecutive rows of one kind
- * share an event. Returns the number of rows it holds. */
-static size_t realtime_body(struct pipe_rt *p, const char *sid, struct fu_buf *body)
-{
-    size_t n = p->npending < p->batch_size ? p->npending : p->batch_size;
+/* A realtime batch being written: consecutive rows of one kind share an event. */
+struct rt_batch {
     struct fu_jw w;
-    fu_buf_reset(body);
-    fu_jw_init(&w, body);
-    fu_jw_obj_begin(&w);
-    fu_jw_ckey(&w, "session_id");
-    fu_jw_cstr(&w, sid);
-    fu_jw_ckey(&w, "source_type");
-    fu_jw_cstr(&w, "message");
-    fu_jw_ckey(&w, "is_end");
-    fu_jw_bool(&w, false);
-    fu_jw_ckey(&w, "events");
-    fu_jw_arr_begin(&w);
-    long long index = storage_ms(p);
-    for (size_t i = 0; i < n;) {
-        bool del = p->pending[i].op == FU_WATCH_DELETE;
-        fu_jw_obj_begin(&w);
-        fu_jw_ckey(&w, "event_type");
-        fu_jw_cstr(&w, del ? "delete" : "update");
-        fu_jw_ckey(&w, "message_source");
-        fu_jw_cstr(&w, "realtime");
-        fu_jw_ckey(&w, "event_schema");
-        fu_jw_cstr(&w, "fs");
-        fu_jw_ckey(&w, "table");
-        fu_jw_cstr(&w, "files");
-        fu_jw_ckey(&w, "index");
-        fu_jw_int(&w, index);
-        fu_jw_ckey(&w, "rows");
-        fu_jw_arr_begin(&w);
-        for (; i < n && (p->pending[i].op == FU_WATCH_DELETE) == del; i++) {
-            const struct rt_row *r = &p->pending[i];
-            fu_jw_obj_begin(&w);
-            write_row(&w, r->path, strlen(r->path), !del, r->size, r->mtime, r->ctime, r->is_dir);
-            if (!del) {
-                fu_jw_ckey(&w, "is_atomic_write");
-                fu_jw_bool(&w, r->atomic);
-            }
-            fu_jw_obj_end(&w);
+    long long index;
+    int kind; /* -1 before the first row, else the op of the open event */
+};
+
+static void rt_row(void *ctx, const struct fu_watch_row *r)
+{
+    struct rt_batch *b = ctx;
+    bool del = r->op == FU_WATCH_DELETE;
+    if (b->kind != (int)r->op) {
+        if (b->kind >= 0) {
+            fu_jw_arr_end(&b->w);
+            fu_jw_obj_end(&b->w);
         }
-        fu_jw_arr_end(&w);
-        fu_jw_obj_end(&w);
+        b->kind = (int)r->op;
+        fu_jw_obj_begin(&b->w);
+        fu_jw_ckey(&b->w, "event_type");
+        fu_jw_cstr(&b->w, del ? "delete" : "update");
+        fu_jw_ckey(&b->w, "message_source");
+        fu_jw_cstr(&b->w, "realtime");
+        fu_jw_ckey(&b->w, "event_schema");
+        fu_jw_cstr(&b->w, "fs");
+        fu_jw_ckey(&b->w, "table");
+        fu_jw_cstr(&b->w, "files");
+        fu_jw_ckey(&b->w, "index");
+        fu_jw_int(&b->w, b->index);
+        fu_jw_ckey(&b->w, "rows");
+        fu_jw_arr_begin(&b->w);
     }
-    fu_jw_arr_end(&w);
-    fu_jw_obj_end(&w);
-    return n;
+    fu_jw_obj_begin(&b->w);
+    write_row(&b->w, r->path, r->path_len, !del, r->size, r->mtime, r->ctime, r->is_dir);
+    if (!del) {
+        fu_jw_ckey(&b->w, "is_atomic_write");
+        fu_jw_bool(&b->w, r->atomic);
+    }
+    fu_jw_obj_end(&b->w);
 }
 
-/* Sends the pending rows while a session is open. */
-static void realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *body,
+/* Sends the rows queued on the bus for this pipe while a session is open, in batches of up
+ * to batch_size. Returns false when rows are left (no session, or Fusion unreachable). */
+static bool realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *body,
                           struct fu_buf *out)
 {
-    while (p->npending) {
+    struct fu_bus *bus = fu_source_bus(p->src->s);
+    for (;;) {
         char sid[sizeof(p->sid)];
         pthread_mutex_lock(&p->mu);
         memcpy(sid, p->sid, sizeof(sid));
         bool usable = sid[0] && !atomic_load(&p->lost) && !p->stop;
         pthread_mutex_unlock(&p->mu);
         if (!usable)
-            return; /* held until the next session */
-        size_t n = realtime_body(p, sid, body);
+            return fu_bus_depth(bus, p->sub) == 0; /* held until the next session */
+        struct rt_batch b = {.index = storage_ms(p), .kind = -1};
+        fu_buf_reset(body);
+        fu_jw_init(&b.w, body);
+        fu_jw_obj_begin(&b.w);
+        fu_jw_ckey(&b.w, "session_id");
+        fu_jw_cstr(&b.w, sid);
+        fu_jw_ckey(&b.w, "source_type");
+        fu_jw_cstr(&b.w, "message");
+        fu_jw_ckey(&b.w, "is_end");
+        fu_jw_bool(&b.w, false);
+        fu_jw_ckey(&b.w, "events");
+        fu_jw_arr_begin(&b.w);
+        uint64_t upto;
+        size_t n = fu_bus_peek(bus, p->sub, p->batch_size, rt_row, &b, &upto);
+        if (!n) {
+            fu_bus_commit(bus, p->sub, upto); /* only merged-away rows were left */
+            return true;
+        }
+        fu_jw_arr_end(&b.w);
+        fu_jw_obj_end(&b.w);
+        fu_jw_arr_end(&b.w);
+        fu_jw_obj_end(&b.w);
         struct fu_buf path = FU_BUF_INIT;
         fu_buf_printf(&path, "/api/v1/pipe/ingest/%s/events", sid);
         long st = body->oom ? -1 : fu_hc_call(c, "POST", path.data, body->data, body->len, out);
         fu_buf_free(&path);
         if (st == 200) {
             atomic_fetch_add(&p->rows_sent, n);
-            pending_drop(p, n);
+            fu_bus_commit(bus, p->sub, upto);
         } else if (st == 419 || st == 404) {
             pthread_mutex_lock(&p->mu);
             if (!strcmp(p->sid, sid)) { /* not a late answer about an older session */
@@ -961,91 +1021,173 @@ static void realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *bod
                 pthread_cond_broadcast(&p->cv);
             }
             pthread_mutex_unlock(&p->mu);
-            return;
+            return false;
         } else if (st > 0) { /* refused as a whole: it would be refused again */
             fu_error("pipe %s: realtime batch refused (HTTP %ld: %s); %zu events dropped, "
                      "the leader resyncs",
                      p->id, st, fu_buf_str(out), n);
-            pending_drop(p, n);
+            fu_bus_commit(bus, p->sub, upto);
             ask_resync(p);
         } else {
-            set_error(p, "push", c->err);
-            return; /* retried at the next wake-up */
+            set_error(p, "push", body->oom ? "out of memory" : c->err);
+            return false; /* retried in a second */
         }
     }
 }
 
-static void *watch_main(void *arg)
+/* The pipe's realtime thread: sends what the source's bus holds for it, follows the
+ * source's readiness (the leader's snapshot waits for the watches), and turns a bus
+ * overflow into a resync. Blocks in poll() while there is nothing to do. */
+static void *realtime_main(void *arg)
 {
     struct pipe_rt *p = arg;
-    struct fu_watch *w = NULL;
     struct fu_hc c;
     if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
         return NULL;
-    struct fu_backoff bo = {.base = 1, .cap = 60, .seed = (uint64_t)(uintptr_t)p};
-    bool reopened = false;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
+    struct fu_bus *bus = fu_source_bus(p->src->s);
+    bool ready = false, done = true;
     while (!stopping(p)) {
-        if (!w) {
-            int rc = fu_watch_open(&w, p->root, &p->exclude, p->throttle);
-            if (rc < 0) {
-                w = NULL;
-                fu_error("pipe %s: cannot watch %s: %s (retrying)", p->id, p->root, strerror(-rc));
-                rest(p, fu_backoff_next(&bo)); /* a stop ends it */
-                continue;
-            }
-            fu_info("pipe %s: watching %zu directories of %s (%zu could not be watched)", p->id,
-                    fu_watch_count(w), p->root, fu_watch_failed(w));
-            atomic_store(&p->watches, fu_watch_count(w));
-            atomic_store(&p->watch_failed, fu_watch_failed(w));
+        if (fu_source_ready(p->src->s) != ready) {
+            ready = !ready;
             pthread_mutex_lock(&p->mu);
-            p->watch_ready = true; /* now the snapshot may start: nothing can slip between */
-            if (reopened)
-                p->resync = true; /* events were lost while nothing watched */
-            reopened = false;
-            p->kick = true;
+            p->kick = true; /* a snapshot waiting for the watches may start */
             pthread_cond_broadcast(&p->cv);
             pthread_mutex_unlock(&p->mu);
         }
-        struct pollfd fds[2] = {{.fd = fu_watch_fd(w), .events = POLLIN},
+        if (fu_bus_take_overflow(bus, p->sub)) {
+            fu_warn("pipe %s: realtime events were lost (%s); %s", p->id,
+                    "the bus or the kernel's queue overflowed, or the watches were reopened",
+                    atomic_load(&p->leader) ? "the leader resyncs"
+                                            : "the leader's next audit recovers them");
+            set_error(p, "realtime", "events lost: resync");
+            ask_resync(p);
+        }
+        done = realtime_send(p, &c, &body, &out);
+        atomic_store(&p->pending_count, fu_bus_depth(bus, p->sub));
+        struct pollfd fds[2] = {{.fd = fu_bus_sub_fd(p->sub), .events = POLLIN},
                                 {.fd = p->wakefd, .events = POLLIN}};
-        /* No timer while idle; while events wait for a session, retry once a second. */
-        int n = poll(fds, 2, p->npending ? 1000 : -1);
-        if (n < 0 && errno != EINTR)
+        /* No timer while idle; while rows wait for a session, retry once a second. */
+        if (poll(fds, 2, done ? -1 : 1000) < 0 && errno != EINTR)
             break;
-        if (fds[1].revents & POLLIN) {
-            eventfd_t v;
-            eventfd_read(p->wakefd, &v);
-        }
-        if (fds[0].revents & POLLIN) {
-            int rc = fu_watch_read(w, wall(), on_row, p);
-            if (rc == -EOVERFLOW) {
-                ask_resync(p);
-            } else if (rc < 0) {
-                const char *why = rc == -ESTALE ? "the root went away" : strerror(-rc);
-                fu_error("pipe %s: watching failed: %s; watching again, and the leader resyncs",
-                         p->id, why);
-                set_error(p, "watch", why);
-                fu_watch_close(w);
-                w = NULL;
-                reopened = true; /* the resync waits until the new watches are in place */
-                pthread_mutex_lock(&p->mu);
-                p->watch_ready = false;
-                pthread_mutex_unlock(&p->mu);
-                rest(p, fu_backoff_next(&bo)); /* a stop ends it */
-                continue;
-            }
-        }
-        realtime_send(p, &c, &body, &out);
-        atomic_store(&p->pending_count, p->npending);
-        atomic_store(&p->watches, fu_watch_count(w));
-        atomic_store(&p->watch_failed, fu_watch_failed(w));
+        eventfd_t v;
+        if (fds[0].revents & POLLIN)
+            eventfd_read(fds[0].fd, &v);
+        if (fds[1].revents & POLLIN)
+            eventfd_read(fds[1].fd, &v);
     }
-    fu_watch_close(w);
     fu_buf_free(&body);
     fu_buf_free(&out);
     fu_hc_free(&c);
     return NULL;
+}
+
+/* ------------------------------------------------------------ config commands */
+
+/* The name of the file to report or update: the one Fusion gave, else the activated file. */
+static char *config_name(struct fu_agent *a, const char *given)
+{
+    if (given && given[0])
+        return strdup(given);
+    pthread_mutex_lock(&a->cfg_mu);
+    const char *act = a->active_file ? strrchr(a->active_file, '/') : NULL;
+    char *name = strdup(act ? act + 1 : "default.yaml");
+    pthread_mutex_unlock(&a->cfg_mu);
+    return name;
+}
+
+/* Sends a config_report batch: `filename` (NULL = the activated file) of the config dir,
+ * which Fusion keeps on the session (v1 §2.7). */
+static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filename)
+{
+    char *name = config_name(p->agent, filename);
+    struct fu_buf yaml = FU_BUF_INIT, body = FU_BUF_INIT, out = FU_BUF_INIT;
+    pthread_mutex_lock(&p->agent->cfg_mu);
+    int rc = !name                      ? -ENOMEM
+             : !fu_cfgupd_name_ok(name) ? -EINVAL
+                                        : fu_cfgupd_read(p->agent->dir, name, &yaml);
+    pthread_mutex_unlock(&p->agent->cfg_mu);
+    if (rc < 0) {
+        fu_warn("pipe %s: cannot report config file '%s': %s", p->id, name ? name : "?",
+                rc == -EINVAL ? "not a config file name" : strerror(-rc));
+        free(name);
+        return;
+    }
+    char sid[sizeof(p->sid)];
+    pthread_mutex_lock(&p->mu);
+    memcpy(sid, p->sid, sizeof(sid));
+    pthread_mutex_unlock(&p->mu);
+    struct fu_jw w;
+    fu_jw_init(&w, &body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "session_id");
+    fu_jw_cstr(&w, sid);
+    fu_jw_ckey(&w, "source_type");
+    fu_jw_cstr(&w, "config_report");
+    fu_jw_ckey(&w, "is_end");
+    fu_jw_bool(&w, false);
+    fu_jw_ckey(&w, "events");
+    fu_jw_arr_begin(&w);
+    fu_jw_arr_end(&w);
+    fu_jw_ckey(&w, "metadata");
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "filename");
+    fu_jw_cstr(&w, name);
+    fu_jw_ckey(&w, "config_yaml");
+    fu_jw_str(&w, yaml.data ? yaml.data : "", yaml.len);
+    fu_jw_obj_end(&w);
+    fu_jw_obj_end(&w);
+    struct fu_buf path = FU_BUF_INIT;
+    fu_buf_printf(&path, "/api/v1/pipe/ingest/%s/events", sid);
+    long st = body.oom ? -1 : fu_hc_call(c, "POST", path.data, body.data, body.len, &out);
+    if (st != 200)
+        fu_warn("pipe %s: the config report was refused: %s", p->id,
+                st < 0 ? c->err : fu_buf_str(&out));
+    else
+        fu_debug("pipe %s: reported config file %s (%zu bytes)", p->id, name, yaml.len);
+    fu_buf_free(&path);
+    fu_buf_free(&yaml);
+    fu_buf_free(&body);
+    fu_buf_free(&out);
+    free(name);
+}
+
+/* update_config: validate the new text with the rest of the config, keep the old file as
+ * <name>.bak, write it, and reload (SIGHUP), as v1. A refusal is logged line by line and
+ * the running config stays. The new file is reported back either way. */
+static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filename,
+                          const char *yaml)
+{
+    char *name = config_name(p->agent, filename);
+    if (!name)
+        return;
+    struct fu_diags d;
+    fu_diags_init(&d);
+    pthread_mutex_lock(&p->agent->cfg_mu);
+    int rc = fu_cfgupd_apply(p->agent->dir, &p->agent->files, p->agent->active_file, name, yaml,
+                             strlen(yaml), &d);
+    pthread_mutex_unlock(&p->agent->cfg_mu);
+    for (size_t i = 0; i < d.n; i++) {
+        char *line = fu_diag_format(&d.v[i]);
+        if (line && d.v[i].sev == FU_SEV_ERROR)
+            fu_error("pipe %s: update_config: %s", p->id, line);
+        else if (line)
+            fu_warn("pipe %s: update_config: %s", p->id, line);
+        free(line);
+    }
+    if (rc == 0) {
+        fu_info("pipe %s: Fusion updated config file %s (the old one is %s.bak); reloading",
+                p->id, name, name);
+        kill(getpid(), SIGHUP);
+    } else {
+        fu_error("pipe %s: update_config of %s refused (%s); the running config is unchanged",
+                 p->id, name, rc == -EINVAL ? "invalid config" : strerror(-rc));
+        set_error(p, "update_config", rc == -EINVAL ? "invalid config" : strerror(-rc));
+    }
+    fu_diags_free(&d);
+    if (rc == 0)
+        report_config(p, c, name);
+    free(name);
 }
 
 /* ------------------------------------------------------------ the pipe */
@@ -1060,9 +1202,9 @@ static void *pipe_main(void *arg)
     }
     struct fu_backoff bo = {.base = 0.5, .cap = 30, .seed = (uint64_t)getpid() ^ (uint64_t)p};
     struct fu_buf out = FU_BUF_INIT;
-    /* Watch first, so that nothing changed during the snapshot is missed. */
-    if (pthread_create(&p->watcher, NULL, watch_main, p) == 0)
-        p->watching = true;
+    /* The source watches first, so that nothing changed during the snapshot is missed. */
+    if (pthread_create(&p->rt, NULL, realtime_main, p) == 0)
+        p->rt_running = true;
     while (!stopping(p)) {
         atomic_store(&p->phase, PH_CONNECTING);
         if (!open_session(p, &c, &out)) {
@@ -1071,6 +1213,7 @@ static void *pipe_main(void *arg)
         }
         fu_backoff_reset(&bo);
         measure_drift(p);
+        report_config(p, &c, NULL); /* v1 reports its config on every new session */
         atomic_store(&p->phase, PH_IDLE);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
@@ -1085,26 +1228,29 @@ static void *pipe_main(void *arg)
                 synced = false;
             }
             struct job job = {0};
-            if (p->njobs) {
+            bool have_job = p->njobs > 0;
+            if (have_job) {
                 job = p->jobs[0];
                 memmove(p->jobs, p->jobs + 1, --p->njobs * sizeof(*p->jobs));
             }
             pthread_mutex_unlock(&p->mu);
-            if (job.path) { /* on-demand scans go to every session, leader or not (v1) */
-                walk_send(p, WALK_SCAN, job.path, job.recursive, job.job_id);
-                free(job.path);
-                free(job.job_id);
+            if (have_job) {
+                if (job.kind == JOB_SCAN) /* every session scans, leader or not (v1) */
+                    walk_send(p, WALK_SCAN, job.path, job.recursive, job.job_id);
+                else if (job.kind == JOB_REPORT_CONFIG)
+                    report_config(p, &c, job.path);
+                else
+                    update_config(p, &c, job.path, job.yaml);
+                job_free(&job);
                 continue;
             }
             bool leads = atomic_load(&p->leader);
             double audit = !isnan(p->fusion_audit) ? p->fusion_audit : p->audit_interval;
             double sent = !isnan(p->fusion_sentinel) ? p->fusion_sentinel : p->sentinel_interval;
             double now = wall();
-            pthread_mutex_lock(&p->mu);
-            bool ready = p->watch_ready || !p->watching;
-            pthread_mutex_unlock(&p->mu);
+            bool ready = fu_source_ready(p->src->s) || !p->rt_running;
             if (leads && !synced && !ready) {
-                nap(p, 1.0); /* the watcher kicks when its watches are in place */
+                nap(p, 1.0); /* the realtime thread kicks when the watches are in place */
                 continue;
             }
             if (leads && !synced) {
@@ -1150,11 +1296,13 @@ static void *pipe_main(void *arg)
         close_session(p, &c);
         atomic_store(&p->lost, false); /* so that the backoff naps really wait */
     }
-    if (p->watching) {
+    if (p->rt_running) {
         eventfd_write(p->wakefd, 1);
-        pthread_join(p->watcher, NULL);
-        p->watching = false;
+        pthread_join(p->rt, NULL);
+        p->rt_running = false;
     }
+    atomic_store(&p->phase, PH_STOPPED);
+    atomic_store(&p->ended, true);
     fu_buf_free(&out);
     fu_hc_free(&c);
     return NULL;
@@ -1211,6 +1359,75 @@ static const void *find_item(const struct fu_cfg_vec *v, size_t size, const char
     return NULL;
 }
 
+/* ------------------------------------------------------------ sources */
+
+/* What a source's runtime depends on: pipes whose sources have equal signatures share one. */
+static char *source_sig(const struct fu_cfg_source *src)
+{
+    struct fu_buf b = FU_BUF_INIT;
+    fu_buf_printf(&b, "%s\n%s\n%.17g\n%lld\n%d", src->it.id, src->uri,
+                  src->throttle_interval_sec, (long long)src->max_queue_size,
+                  (int)src->one_filesystem);
+    for (size_t i = 0; i < src->exclude.n; i++)
+        fu_buf_printf(&b, "\n%s", src->exclude.v[i]);
+    if (b.oom) {
+        fu_buf_free(&b);
+        return NULL;
+    }
+    return b.data ? b.data : strdup("");
+}
+
+/* The running source for `src`, started on first use. */
+static struct source_ent *source_get(struct fu_agent *a, const struct fu_cfg_source *src,
+                                     const struct fu_strv *exclude)
+{
+    char *sig = source_sig(src);
+    if (!sig)
+        return NULL;
+    for (size_t i = 0; i < a->nsources; i++)
+        if (!strcmp(a->sources[i]->sig, sig)) {
+            free(sig);
+            a->sources[i]->refs++;
+            return a->sources[i];
+        }
+    struct source_ent *e = calloc(1, sizeof(*e));
+    struct source_ent **v = realloc(a->sources, (a->nsources + 1) * sizeof(*v));
+    if (v)
+        a->sources = v;
+    struct fu_source_opts o = {
+        .id = src->it.id,
+        .root = src->uri,
+        .exclude = exclude,
+        .throttle_sec = src->throttle_interval_sec,
+        .bus_capacity = (size_t)(src->max_queue_size > 0 ? src->max_queue_size : 1000) * 100,
+    };
+    if (!e || !v || fu_source_start(&e->s, &o) < 0) {
+        free(e);
+        free(sig);
+        return NULL;
+    }
+    e->sig = sig;
+    e->refs = 1;
+    a->sources[a->nsources++] = e;
+    return e;
+}
+
+static void source_put(struct fu_agent *a, struct source_ent *e)
+{
+    if (!e || --e->refs > 0)
+        return;
+    for (size_t i = 0; i < a->nsources; i++)
+        if (a->sources[i] == e) {
+            a->sources[i] = a->sources[--a->nsources];
+            break;
+        }
+    fu_source_stop(e->s);
+    free(e->sig);
+    free(e);
+}
+
+/* ------------------------------------------------------------ pipes */
+
 static void pipe_free(struct pipe_rt *p)
 {
     free(p->id);
@@ -1220,20 +1437,103 @@ static void pipe_free(struct pipe_rt *p)
     free(p->key);
     fu_strv_free(&p->uris);
     fu_strv_free(&p->exclude);
-    for (size_t i = 0; i < p->npending; i++)
-        free(p->pending[i].path);
-    free(p->pending);
-    for (size_t i = 0; i < p->njobs; i++) {
-        free(p->jobs[i].path);
-        free(p->jobs[i].job_id);
-    }
+    for (size_t i = 0; i < p->njobs; i++)
+        job_free(&p->jobs[i]);
     free(p->jobs);
     fu_dircache_free(p->dircache);
     if (p->wakefd >= 0)
         close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    free(p);
 }
+
+/* Stops a pipe's threads (its session is closed) and frees it with its hold on the source. */
+static void pipe_stop(struct fu_agent *a, struct pipe_rt *p)
+{
+    if (p->started)
+        pthread_join(p->thread, NULL);
+    if (p->sub)
+        fu_bus_unsubscribe(fu_source_bus(p->src->s), p->sub);
+    source_put(a, p->src);
+    pipe_free(p);
+}
+
+static void pipe_signal_stop(struct pipe_rt *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (p->wakefd >= 0)
+        eventfd_write(p->wakefd, 1);
+}
+
+/* A pipe of `cfg` (active, validated), its source subscribed and its thread started.
+ * Returns NULL on failure, with a message in err. */
+static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cfg,
+                                  const struct fu_cfg_apipe *cp, char *err, size_t errlen)
+{
+    const struct fu_cfg_agent *ac = &cfg->agent;
+    const struct fu_cfg_source *src =
+        find_item(&ac->sources, sizeof(struct fu_cfg_source), cp->source.id);
+    const struct fu_cfg_sender *snd =
+        find_item(&ac->senders, sizeof(struct fu_cfg_sender), cp->sender.id);
+    struct pipe_rt *p = calloc(1, sizeof(*p));
+    if (!p || !src || !snd) { /* validation refused missing references already */
+        snprintf(err, errlen, "pipe %s: %s", cp->it.id, p ? "bad references" : "out of memory");
+        free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->agent = a;
+    p->id = strdup(cp->it.id);
+    p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);
+    if (p->task_id)
+        sprintf(p->task_id, "%s:%s", a->agent_id, cp->it.id);
+    p->root = strdup(src->uri);
+    p->file_pattern = strdup(src->file_pattern ? src->file_pattern : "*");
+    p->key = strdup(snd->credential.key ? snd->credential.key : "");
+    for (size_t k = 0; k < src->exclude.n; k++)
+        fu_strv_push(&p->exclude, src->exclude.v[k]);
+    fu_strv_push(&p->exclude, PROBE_PREFIX "*"); /* the clock probe is not data */
+    for (size_t k = 0; k < snd->uri.n; k++)
+        fu_strv_push(&p->uris, snd->uri.v[k]); /* tried in order: fail-over */
+    p->one_filesystem = src->one_filesystem;
+    p->workers = (int)src->max_scan_workers;
+    p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
+    p->timeout = snd->timeout_sec;
+    p->session_timeout = cp->session_timeout_seconds;
+    p->audit_interval = cp->audit_interval_sec;
+    p->sentinel_interval = cp->sentinel_interval_sec;
+    if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
+        p->exclude.n != src->exclude.n + 1 || p->wakefd < 0) {
+        snprintf(err, errlen, "pipe %s: out of memory", cp->it.id);
+        pipe_free(p);
+        return NULL;
+    }
+    p->src = source_get(a, src, &p->exclude);
+    p->sub = p->src ? fu_bus_subscribe(fu_source_bus(p->src->s)) : NULL;
+    if (!p->sub) {
+        snprintf(err, errlen, "pipe %s: cannot start its source %s", cp->it.id, src->it.id);
+        source_put(a, p->src);
+        pipe_free(p);
+        return NULL;
+    }
+    if (pthread_create(&p->thread, NULL, pipe_main, p) != 0) {
+        snprintf(err, errlen, "cannot start the thread of pipe %s", p->id);
+        pipe_stop(a, p);
+        return NULL;
+    }
+    p->started = true;
+    return p;
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+#define PROGRESS_EVERY 5.0 /* seconds between progress lines of a long walk */
 
 void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
 {
@@ -1250,20 +1550,46 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
     fu_jw_ckey(w, "pipes");
     fu_jw_arr_begin(w);
     for (size_t i = 0; i < a->npipes; i++) {
-        struct pipe_rt *p = &a->pipes[i];
+        struct pipe_rt *p = a->pipes[i];
         char sid[sizeof(p->sid)], err[sizeof(p->last_error)];
         pthread_mutex_lock(&p->mu);
         memcpy(sid, p->sid, sizeof(sid));
         memcpy(err, p->last_error, sizeof(err));
         pthread_mutex_unlock(&p->mu);
         int ph = atomic_load(&p->phase);
+        struct fu_source_status ss;
+        fu_source_status(p->src->s, &ss);
         fu_jw_obj_begin(w);
         fu_jw_ckey(w, "id");
         fu_jw_cstr(w, p->id);
         fu_jw_ckey(w, "role");
         fu_jw_cstr(w, !sid[0] ? "none" : atomic_load(&p->leader) ? "leader" : "follower");
         fu_jw_ckey(w, "phase");
-        fu_jw_cstr(w, phase_names[ph >= 0 && ph <= PH_SENTINEL ? ph : 0]);
+        fu_jw_cstr(w, phase_names[ph >= 0 && ph <= PH_STOPPED ? ph : 0]);
+        if (ph == PH_SNAPSHOT || ph == PH_AUDIT || ph == PH_SCAN) {
+            double now = wall(), t = now - atomic_load(&p->walk_started);
+            uint64_t rows = atomic_load(&p->walk_rows);
+            /* A long walk's progress line, every few seconds (this runs every 2 s). */
+            if (t >= PROGRESS_EVERY && now - p->progress_logged >= PROGRESS_EVERY) {
+                fu_info("pipe %s: %s under way: %llu entries (%llu directories) sent to the "
+                        "queue in %.0f s, %.0f entries/s",
+                        p->id, phase_names[ph], (unsigned long long)rows,
+                        (unsigned long long)atomic_load(&p->walk_dirs), t,
+                        (double)rows / t);
+                p->progress_logged = now;
+            }
+            fu_jw_ckey(w, "progress");
+            fu_jw_obj_begin(w);
+            fu_jw_ckey(w, "entries");
+            fu_jw_uint(w, rows);
+            fu_jw_ckey(w, "directories");
+            fu_jw_uint(w, atomic_load(&p->walk_dirs));
+            fu_jw_ckey(w, "seconds");
+            fu_jw_double(w, floor(t * 10) / 10);
+            fu_jw_ckey(w, "entries_per_sec");
+            fu_jw_uint(w, t > 0 ? (uint64_t)((double)rows / t) : 0);
+            fu_jw_obj_end(w);
+        }
         fu_jw_ckey(w, "session");
         if (sid[0])
             fu_jw_cstr(w, sid);
@@ -1275,10 +1601,23 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_uint(w, atomic_load(&p->rows_sent));
         fu_jw_ckey(w, "queued");
         fu_jw_uint(w, atomic_load(&p->pending_count));
+        fu_jw_ckey(w, "source");
+        fu_jw_obj_begin(w);
+        fu_jw_ckey(w, "watcher");
+        fu_jw_cstr(w, ss.watcher);
+        fu_jw_ckey(w, "pipes");
+        fu_jw_int(w, p->src->refs);
+        fu_jw_ckey(w, "bus_events");
+        fu_jw_uint(w, ss.bus.put);
+        fu_jw_ckey(w, "bus_merged");
+        fu_jw_uint(w, ss.bus.merged);
+        fu_jw_ckey(w, "bus_overflowed");
+        fu_jw_uint(w, ss.bus.evicted_unsent);
+        fu_jw_obj_end(w);
         fu_jw_ckey(w, "watches");
-        fu_jw_uint(w, atomic_load(&p->watches));
+        fu_jw_uint(w, ss.watches);
         fu_jw_ckey(w, "watches_failed");
-        fu_jw_uint(w, atomic_load(&p->watch_failed));
+        fu_jw_uint(w, ss.failed);
         fu_jw_ckey(w, "watch_limit");
         fu_jw_int(w, limit);
         fu_jw_ckey(w, "last_error");
@@ -1292,27 +1631,131 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
     fu_jw_obj_end(w);
 }
 
+/* Keeps the config's dir, files and activated file, for the config commands. */
+static int keep_config_names(struct fu_agent *a, const struct fu_config *cfg)
+{
+    struct fu_strv files = {0};
+    for (size_t i = 0; i < cfg->files.n; i++)
+        fu_strv_push(&files, cfg->files.v[i]);
+    char *home = strdup(cfg->home ? cfg->home : ""), *dir = strdup(cfg->dir ? cfg->dir : "");
+    char *active = cfg->active_file ? strdup(cfg->active_file) : NULL;
+    if (files.n != cfg->files.n || !home || !dir || (cfg->active_file && !active)) {
+        fu_strv_free(&files);
+        free(home);
+        free(dir);
+        free(active);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&a->cfg_mu);
+    fu_strv_free(&a->files);
+    a->files = files;
+    free(a->home);
+    a->home = home;
+    free(a->dir);
+    a->dir = dir;
+    free(a->active_file);
+    a->active_file = active;
+    pthread_mutex_unlock(&a->cfg_mu);
+    return 0;
+}
+
 void fu_agent_stop(struct fu_agent *a)
 {
     if (!a)
         return;
-    for (size_t i = 0; i < a->npipes; i++) {
-        struct pipe_rt *p = &a->pipes[i];
-        pthread_mutex_lock(&p->mu);
-        p->stop = true;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-        if (p->wakefd >= 0)
-            eventfd_write(p->wakefd, 1);
-    }
-    for (size_t i = 0; i < a->npipes; i++) {
-        if (a->pipes[i].started)
-            pthread_join(a->pipes[i].thread, NULL);
-        pipe_free(&a->pipes[i]);
-    }
+    for (size_t i = 0; i < a->npipes; i++)
+        pipe_signal_stop(a->pipes[i]);
+    for (size_t i = 0; i < a->npipes; i++)
+        pipe_stop(a, a->pipes[i]);
     free(a->pipes);
+    free(a->sources); /* every source went with its last pipe */
     free(a->agent_id);
+    fu_strv_free(&a->files);
+    free(a->home);
+    free(a->dir);
+    free(a->active_file);
+    pthread_mutex_destroy(&a->cfg_mu);
     free(a);
+}
+
+static int add_pipe(struct fu_agent *a, struct pipe_rt *p)
+{
+    struct pipe_rt **v = realloc(a->pipes, (a->npipes + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    a->pipes = v;
+    v[a->npipes++] = p;
+    return 0;
+}
+
+/* Starts the active pipes of `cfg` whose ids are in `only` (NULL: all); errors are logged
+ * or, at start-up, returned. */
+static int start_pipes(struct fu_agent *a, const struct fu_config *cfg, const struct fu_strv *only,
+                       char *err, size_t errlen)
+{
+    const struct fu_cfg_agent *ac = &cfg->agent;
+    for (size_t i = 0; i < ac->pipes.n; i++) {
+        const struct fu_cfg_apipe *cp = FU_CFG_AT(&ac->pipes, struct fu_cfg_apipe, i);
+        if (!fu_config_pipe_active(cfg, &cp->it))
+            continue;
+        bool wanted = !only;
+        for (size_t k = 0; only && k < only->n; k++)
+            wanted |= !strcmp(only->v[k], cp->it.id);
+        if (!wanted)
+            continue;
+        struct pipe_rt *p = pipe_start(a, cfg, cp, err, errlen);
+        if (!p || add_pipe(a, p) < 0) {
+            if (p) {
+                pipe_signal_stop(p);
+                pipe_stop(a, p);
+            }
+            if (!only)
+                return -EAGAIN;
+            fu_error("reload: %s", err);
+            continue;
+        }
+        if (only)
+            fu_info("reload: pipe %s started", p->id);
+    }
+    return 0;
+}
+
+int fu_agent_reload(struct fu_agent *a, const struct fu_config *cfg,
+                    const struct fu_config_diff *diff)
+{
+    keep_config_names(a, cfg);
+    /* Removed and changed pipes stop (their sessions close), and so do pipes a stop_pipe
+     * command ended; then changed, added and ended pipes start from the new config. A
+     * changed source gets a new watcher: its old one stops with its last pipe. Pipes whose
+     * settings did not change keep running untouched. */
+    struct fu_strv restart = {0};
+    for (size_t i = 0; i < diff->changed.n; i++)
+        fu_strv_push(&restart, diff->changed.v[i]);
+    for (size_t i = 0; i < diff->added.n; i++)
+        fu_strv_push(&restart, diff->added.v[i]);
+    size_t kept = 0;
+    for (size_t i = 0; i < a->npipes; i++) {
+        struct pipe_rt *p = a->pipes[i];
+        bool ended = atomic_load(&p->ended), go = ended;
+        for (size_t k = 0; k < diff->removed.n && !go; k++)
+            go = !strcmp(diff->removed.v[k], p->id);
+        for (size_t k = 0; k < diff->changed.n && !go; k++)
+            go = !strcmp(diff->changed.v[k], p->id);
+        if (!go) {
+            a->pipes[kept++] = p;
+            continue;
+        }
+        if (ended)
+            fu_strv_push(&restart, p->id); /* started again if it is still active */
+        fu_info("reload: pipe %s stops", p->id);
+        pipe_signal_stop(p);
+        pipe_stop(a, p);
+    }
+    a->npipes = kept;
+    char err[256];
+    int rc = start_pipes(a, cfg, &restart, err, sizeof(err));
+    fu_strv_free(&restart);
+    return rc;
 }
 
 int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err, size_t errlen)
@@ -1321,6 +1764,7 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
     struct fu_agent *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
+    pthread_mutex_init(&a->cfg_mu, NULL);
     char host[256] = "agent";
     if (!ac->agent_id) {
         const struct fu_cfg_sender *first =
@@ -1328,62 +1772,14 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         default_agent_id(first && first->uri.n ? first->uri.v[0] : NULL, host, sizeof(host));
     }
     a->agent_id = strdup(ac->agent_id ? ac->agent_id : host);
-    a->pipes = calloc(ac->pipes.n ? ac->pipes.n : 1, sizeof(*a->pipes));
-    if (!a->agent_id || !a->pipes) {
+    if (!a->agent_id || keep_config_names(a, cfg) < 0) {
         fu_agent_stop(a);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < ac->pipes.n; i++) {
-        const struct fu_cfg_apipe *cp = FU_CFG_AT(&ac->pipes, struct fu_cfg_apipe, i);
-        if (!fu_config_pipe_active(cfg, &cp->it))
-            continue;
-        const struct fu_cfg_source *src =
-            find_item(&ac->sources, sizeof(struct fu_cfg_source), cp->source.id);
-        const struct fu_cfg_sender *snd =
-            find_item(&ac->senders, sizeof(struct fu_cfg_sender), cp->sender.id);
-        if (!src || !snd)
-            continue; /* validation already refused it */
-        struct pipe_rt *p = &a->pipes[a->npipes++];
-        pthread_mutex_init(&p->mu, NULL);
-        pthread_cond_init(&p->cv, NULL);
-        p->wakefd = -1;
-        p->agent = a;
-        p->id = strdup(cp->it.id);
-        p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);
-        if (p->task_id)
-            sprintf(p->task_id, "%s:%s", a->agent_id, cp->it.id);
-        p->root = strdup(src->uri);
-        p->file_pattern = strdup(src->file_pattern ? src->file_pattern : "*");
-        p->key = strdup(snd->credential.key ? snd->credential.key : "");
-        for (size_t k = 0; k < src->exclude.n; k++)
-            fu_strv_push(&p->exclude, src->exclude.v[k]);
-        fu_strv_push(&p->exclude, PROBE_PREFIX "*"); /* the clock probe is not data */
-        for (size_t k = 0; k < snd->uri.n; k++)
-            fu_strv_push(&p->uris, snd->uri.v[k]); /* tried in order: fail-over */
-        p->one_filesystem = src->one_filesystem;
-        p->workers = (int)src->max_scan_workers;
-        p->throttle = src->throttle_interval_sec;
-        p->max_pending = (size_t)(src->max_queue_size > 0 ? src->max_queue_size : 1000) * 100;
-        p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
-        p->timeout = snd->timeout_sec;
-        p->session_timeout = cp->session_timeout_seconds;
-        p->audit_interval = cp->audit_interval_sec;
-        p->sentinel_interval = cp->sentinel_interval_sec;
-        if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
-            p->wakefd < 0) {
-            fu_agent_stop(a);
-            return -ENOMEM;
-        }
-    }
-    for (size_t i = 0; i < a->npipes; i++) {
-        struct pipe_rt *p = &a->pipes[i];
-        if (pthread_create(&p->thread, NULL, pipe_main, p) != 0) {
-            snprintf(err, errlen, "cannot start the thread of pipe %s", p->id);
-            fu_agent_stop(a);
-            return -EAGAIN;
-        }
-        p->started = true;
+    int rc = start_pipes(a, cfg, NULL, err, errlen);
+    if (rc < 0) {
+        fu_agent_stop(a);
+        return rc;
     }
     *out = a;
     return 0;

@@ -18,8 +18,13 @@ static void status(void *rt, struct fu_jw *w)
     fu_agent_status(rt, w);
 }
 
+static int reload(void *rt, const struct fu_config *next, const struct fu_config_diff *diff)
+{
+    return fu_agent_reload(rt, next, diff);
+}
+
 int main(int argc, char **argv)
 {
-    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT, start, stop, status};
+    static const struct fu_app app = {"fustor-agent", FU_CFG_AGENT, start, stop, status, reload};
     return fu_cli_main(&app, argc, argv);
 }

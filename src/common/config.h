@@ -97,7 +97,8 @@ struct fu_cfg_fusion {
     char *host;
     int64_t port;
     double session_cleanup_interval;
-    int64_t max_body_bytes; /* request body limit of every listener */
+    int64_t max_body_bytes;   /* request body limit of every listener */
+    char *management_api_key; /* X-Management-Key of /api/v1/management; NULL = disabled */
     struct fu_cfg_logging logging;
     struct fu_cfg_vec receivers; /* struct fu_cfg_receiver */
     struct fu_cfg_vec views;     /* struct fu_cfg_view */

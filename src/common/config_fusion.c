@@ -119,6 +119,8 @@ static const struct fu_field fusion_block_fields[] = {
     {"session_cleanup_interval", FT_FLOAT, FU(session_cleanup_interval), 0, RANGE(0.05, 3600), NULL,
      NULL, NULL},
     {"max_body_bytes", FT_INT, FU(max_body_bytes), 0, RANGE(1024, 4294967296.0), NULL, NULL, NULL},
+    {"management_api_key", FT_STR, FU(management_api_key), F_NULLABLE | F_SECRET | F_NONEMPTY,
+     NORANGE, NULL, NULL, NULL},
 };
 static const struct fu_schema fusion_block_schema = {"fusion", fusion_block_fields,
                                                      FU_COUNT(fusion_block_fields), 0, NULL};
@@ -132,6 +134,8 @@ static const struct fu_field fusion_root_fields[] = {
      NULL, NULL, NULL},
     {"max_body_bytes", FT_INT, ROOT(max_body_bytes), 0, RANGE(1024, 4294967296.0), NULL, NULL,
      NULL},
+    {"management_api_key", FT_STR, ROOT(management_api_key), F_NULLABLE | F_SECRET | F_NONEMPTY,
+     NORANGE, NULL, NULL, NULL},
     {"fusion", FT_OBJ, offsetof(struct fu_config, fusion), F_ALIAS, NORANGE, NULL,
      &fusion_block_schema, NULL},
     {"receivers", FT_SECTION, ROOT(receivers), 0, NORANGE, NULL, &receiver_schema, NULL},

@@ -205,9 +205,16 @@ int fu_service_reload(struct fu_service *svc)
         strv_json(&w, &diff.changed);
         if (diff.logging_changed)
             setup_logging(svc, &next);
-        if (svc->rt && (diff.added.n || diff.removed.n || diff.changed.n))
+        if (svc->rt && svc->app->reload) {
+            int r = svc->app->reload(svc->rt, &next, &diff);
+            fu_jw_ckey(&w, "runtime_ok");
+            fu_jw_bool(&w, r == 0);
+            if (r < 0)
+                fu_error("reload: some pipes could not start: %s", strerror(-r));
+        } else if (svc->rt && (diff.added.n || diff.removed.n || diff.changed.n)) {
             fu_warn("reload: pipe changes take effect at the next restart (hot reload of "
                     "running pipes is not implemented yet)");
+        }
         fu_config_diff_free(&diff);
         fu_config_free(&svc->cfg);
         svc->cfg = next;

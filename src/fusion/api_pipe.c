@@ -546,7 +546,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                    struct fu_http_req *req, struct fu_http_resp *resp)
 {
     struct batch b = {0};
-    char *source_type = NULL, *config_yaml = NULL, *job_id = NULL;
+    char *source_type = NULL, *config_yaml = NULL, *config_file = NULL, *job_id = NULL;
     bool is_end = false, ok = true;
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
@@ -575,6 +575,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         } else if (k_md && t == FU_JSON_OBJ_BEGIN) {
             while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
                 char **want = tok_is(&r, "config_yaml") ? &config_yaml
+                              : tok_is(&r, "filename")  ? &config_file
                               : tok_is(&r, "job_id")    ? &job_id
                                                         : NULL;
                 t = fu_jr_next(&r);
@@ -643,6 +644,9 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                     free(s->reported_config);
                     s->reported_config = config_yaml;
                     config_yaml = NULL;
+                    free(s->reported_config_file);
+                    s->reported_config_file = config_file;
+                    config_file = NULL;
                 }
                 /* job_complete and v1's aliases for it carry the job in their metadata. */
                 if (job_id && source_type &&
@@ -712,6 +716,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     fu_buf_free(&b.paths);
     free(source_type);
     free(config_yaml);
+    free(config_file);
     free(job_id);
 }
 

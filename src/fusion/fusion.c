@@ -42,6 +42,8 @@ static void route(void *ctx, struct fu_http_req *req, struct fu_http_resp *resp)
         fu_api_pipe(l, req, resp);
     } else if (l->main_api && !strncmp(p, "/api/v1/views/", 14)) {
         fu_api_views(l->f, req, resp);
+    } else if (l->main_api && !strncmp(p, "/api/v1/management/", 19)) {
+        fu_api_mgmt(l->f, req, resp);
     } else if (l->main_api && !strcmp(p, "/health")) {
         fu_buf_puts(&resp->body, "{\"status\":\"ok\"}");
     } else if (l->main_api && !strcmp(p, "/ready")) {
@@ -116,6 +118,8 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
         return -ENOMEM;
     pthread_mutex_init(&f->mu, NULL);
     f->max_body = (size_t)c->max_body_bytes;
+    if (c->management_api_key && !(f->management_key = strdup(c->management_api_key)))
+        goto oom;
 
     f->views = calloc(c->views.n ? c->views.n : 1, sizeof(*f->views));
     f->pipes = calloc(c->pipes.n ? c->pipes.n : 1, sizeof(*f->pipes));
@@ -224,6 +228,7 @@ void fu_fusion_stop(struct fu_fusion *f)
         free(f->keys[i].receiver_id);
     }
     free(f->keys);
+    free(f->management_key);
     for (size_t i = 0; i < f->npipes; i++) {
         free(f->pipes[i].id);
         free(f->pipes[i].receiver_id);

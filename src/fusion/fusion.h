@@ -45,7 +45,8 @@ struct fu_session {
     bool can_realtime;
     char *agent_status;      /* JSON text from the last heartbeat, or NULL */
     struct fu_strv commands; /* JSON objects queued for the next heartbeat */
-    char *reported_config;   /* from a config_report batch */
+    char *reported_config;   /* from a config_report batch: the YAML text */
+    char *reported_config_file; /* ... and its file name */
 };
 
 struct fu_listener {
@@ -93,6 +94,7 @@ struct fu_fusion {
     bool sweeper_running;
     atomic_bool stopping;
     size_t max_body;
+    char *management_key; /* NULL: the management API answers 403 */
 };
 
 /* Builds the runtime from a valid config (copying what it needs: the config may be replaced
@@ -133,6 +135,9 @@ static inline bool fu_session_leads(const struct fu_session *s)
 {
     return !strcmp(s->pipe->leader, s->id);
 }
+
+/* The management API under /api/v1/management/ (api_mgmt.c). */
+void fu_api_mgmt(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_resp *resp);
 
 /* Jobs (jobs.c), with f->mu held. */
 struct fu_job *fu_job_start_locked(struct fu_fusion *f, struct fu_view *v, const char *path,

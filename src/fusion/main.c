@@ -15,6 +15,6 @@ static void stop(void *rt)
 
 int main(int argc, char **argv)
 {
-    static const struct fu_app app = {"fustor-fusion", FU_CFG_FUSION, start, stop, NULL};
+    static const struct fu_app app = {"fustor-fusion", FU_CFG_FUSION, start, stop, NULL, NULL};
     return fu_cli_main(&app, argc, argv);
 }

@@ -84,6 +84,7 @@ static void session_free(struct fu_session *s)
     free(s->client_ip);
     free(s->agent_status);
     free(s->reported_config);
+    free(s->reported_config_file);
     fu_strv_free(&s->commands);
     free(s);
 }

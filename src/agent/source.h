@@ -1,0 +1,41 @@
+/* A running source (Fustor v1 §1.3): the realtime watcher of one `fs` source and the bus it
+ * fills, shared by every pipe that reads the source. Its thread watches the tree (inotify,
+ * one watch per directory), puts each change on the bus, and reopens the watches when the
+ * root goes away; lost events (a kernel queue overflow, a watcher restart) mark every
+ * subscriber overflowed, so that their pipes resync. */
+#ifndef FU_AGENT_SOURCE_H
+#define FU_AGENT_SOURCE_H
+
+#include "agent/bus.h"
+#include "common/strv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct fu_source;
+
+struct fu_source_opts {
+    const char *id;   /* the source's config id, for logs */
+    const char *root; /* `uri` */
+    const struct fu_strv *exclude;
+    double throttle_sec;    /* IN_MODIFY rows per file at most once per this */
+    size_t bus_capacity;    /* rows the bus holds */
+};
+
+/* Starts the watcher thread. Returns 0 or -errno. */
+int fu_source_start(struct fu_source **out, const struct fu_source_opts *o);
+/* Stops the thread and frees the source; its bus must have no subscriber left. */
+void fu_source_stop(struct fu_source *s);
+struct fu_bus *fu_source_bus(struct fu_source *s);
+/* Whether the watches are in place: a snapshot started from now on misses nothing. The bus
+ * wakes every subscriber when this changes. */
+bool fu_source_ready(struct fu_source *s);
+
+struct fu_source_status {
+    const char *watcher; /* "inotify" */
+    size_t watches, failed;
+    struct fu_bus_stats bus;
+};
+void fu_source_status(struct fu_source *s, struct fu_source_status *out);
+
+#endif

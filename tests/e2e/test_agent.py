@@ -356,7 +356,7 @@ logging: INFO
 receivers:
   rx: {{driver: http, bind_host: 127.0.0.1, port: {rx}, api_keys: [{{key: k1, pipe_id: p}}]}}
 views:
-  v: {{driver: fs, api_keys: [read], driver_params: {{hot_file_threshold: 1}}}}
+  v: {{driver: fs, api_keys: [read], driver_params: {{hot_file_threshold: {hot}}}}}
 pipes:
   p: {{receiver: rx, views: [v], session_timeout_seconds: 3, audit_interval_sec: {audit},
       sentinel_interval_sec: 1}}
@@ -389,8 +389,8 @@ class BlindSpots(unittest.TestCase):
         self.fusion = Home("fusion")
         self.api = f"http://127.0.0.1:{self.fusion.api_port}/api/v1/views/v"
 
-    def start(self, audit):
-        self.fusion.put("default.yaml", FUSION_AUDIT.format(rx=self.rx, audit=audit))
+    def start(self, audit, hot=1):
+        self.fusion.put("default.yaml", FUSION_AUDIT.format(rx=self.rx, audit=audit, hot=hot))
         r = self.fusion.run("start", "-D")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.addCleanup(self.fusion.cleanup)
@@ -446,6 +446,21 @@ class BlindSpots(unittest.TestCase):
         wait_for(lambda: request("GET", f"{self.api}/jobs/{job}", "read")[1]["status"] ==
                  "COMPLETED", timeout=20, what="the job to complete")
         self.assertTrue(self.node("/d2/now.dat")["agent_missing"])  # found by a scan
+
+    def test_the_sentinel_rechecks_suspect_files(self):
+        with open(f"{self.src}/d0/hot.dat", "w") as fh:  # fresh at the snapshot: suspect
+            fh.write("a")
+        self.start(audit=3600, hot=60)
+        suspects = lambda: [x["path"] for x in  # noqa: E731
+                            request("GET", f"{self.api}/suspect-list", "read")[1]]
+        wait_for(lambda: "/d0/hot.dat" in suspects(), timeout=10, what="a suspect")
+        with open(f"{self.src}/d0/hot.dat", "a") as fh:  # grows where no inotify sees it
+            fh.write("bcdef")
+        # No audit for an hour, no realtime event: only the leader's sentinel (every second)
+        # can tell Fusion the new size.
+        wait_for(lambda: self.node("/d0/hot.dat")["size"] == 6, timeout=15,
+                 what="the sentinel's feedback")
+        self.assertIn("/d0/hot.dat", suspects())  # changed: still being written
 
 
 if __name__ == "__main__":

@@ -160,8 +160,9 @@ static void measure_drift(struct pipe_rt *p)
  * false when it stopped. */
 static bool nap_for(struct pipe_rt *p, double sec, bool kickable)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    struct timespec ts; /* the pipe's condvar runs on the monotonic clock: a jump of the
+                           wall clock neither cuts a nap short nor stretches it */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + sec;
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
@@ -1365,9 +1366,9 @@ static const void *find_item(const struct fu_cfg_vec *v, size_t size, const char
 static char *source_sig(const struct fu_cfg_source *src)
 {
     struct fu_buf b = FU_BUF_INIT;
-    fu_buf_printf(&b, "%s\n%s\n%.17g\n%lld\n%d", src->it.id, src->uri,
+    fu_buf_printf(&b, "%s\n%s\n%.17g\n%lld\n%d\n%s", src->it.id, src->uri,
                   src->throttle_interval_sec, (long long)src->max_queue_size,
-                  (int)src->one_filesystem);
+                  (int)src->one_filesystem, src->watcher ? src->watcher : "inotify");
     for (size_t i = 0; i < src->exclude.n; i++)
         fu_buf_printf(&b, "\n%s", src->exclude.v[i]);
     if (b.oom) {
@@ -1400,6 +1401,8 @@ static struct source_ent *source_get(struct fu_agent *a, const struct fu_cfg_sou
         .exclude = exclude,
         .throttle_sec = src->throttle_interval_sec,
         .bus_capacity = (size_t)(src->max_queue_size > 0 ? src->max_queue_size : 1000) * 100,
+        .cross_filesystems = !src->one_filesystem,
+        .fanotify = src->watcher && !strcmp(src->watcher, "fanotify"),
     };
     if (!e || !v || fu_source_start(&e->s, &o) < 0) {
         free(e);
@@ -1486,7 +1489,11 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
     p->agent = a;
     p->id = strdup(cp->it.id);
     p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);

@@ -3,6 +3,7 @@
 #include "agent/source.h"
 
 #include "agent/sender_http.h"
+#include "agent/source_fs/watch_fanotify.h"
 #include "agent/source_fs/watch_inotify.h"
 #include "common/log.h"
 
@@ -21,6 +22,8 @@ struct fu_source {
     char *id, *root;
     struct fu_strv exclude;
     double throttle;
+    bool cross, want_fanotify;
+    _Atomic bool fanotify; /* the backend in use */
     struct fu_bus *bus;
     pthread_t thread;
     int wakefd;
@@ -33,6 +36,71 @@ static double wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The watcher in use: a fanotify mark, or inotify watches. */
+struct watcher {
+    struct fu_fanwatch *fan;
+    struct fu_watch *ino;
+};
+
+/* Opens fanotify when asked and possible, else inotify; says which, and why not fanotify. */
+static int watcher_open(struct fu_source *s, struct watcher *w)
+{
+    if (s->want_fanotify) {
+        int rc = fu_fanwatch_open(&w->fan, s->root, &s->exclude, s->throttle, s->cross);
+        if (rc == 0) {
+            atomic_store(&s->fanotify, true);
+            fu_info("source %s: watching %s with fanotify (%zu filesystem mark%s, %zu "
+                    "filesystem%s below it not markable)",
+                    s->id, s->root, fu_fanwatch_count(w->fan),
+                    fu_fanwatch_count(w->fan) == 1 ? "" : "s", fu_fanwatch_failed(w->fan),
+                    fu_fanwatch_failed(w->fan) == 1 ? "" : "s");
+            return 0;
+        }
+        w->fan = NULL;
+        if (rc == -ENOENT || rc == -ENOTDIR)
+            return rc; /* the root itself: inotify could not do better */
+        fu_warn("source %s: fanotify is not available for %s (%s%s); falling back to inotify",
+                s->id, s->root, strerror(-rc),
+                rc == -EPERM ? ": it needs CAP_SYS_ADMIN"
+                : rc == -ENODEV || rc == -EXDEV || rc == -EOPNOTSUPP
+                    ? ": the filesystem cannot be marked (FUSE, some network filesystems)"
+                    : ": the kernel needs FAN_REPORT_DFID_NAME, Linux 5.9 or later");
+    }
+    atomic_store(&s->fanotify, false);
+    int rc = fu_watch_open(&w->ino, s->root, &s->exclude, s->throttle);
+    if (rc < 0) {
+        w->ino = NULL;
+        return rc;
+    }
+    fu_info("source %s: watching %zu directories of %s (%zu could not be watched)", s->id,
+            fu_watch_count(w->ino), s->root, fu_watch_failed(w->ino));
+    return 0;
+}
+
+static bool watcher_open_p(const struct watcher *w)
+{
+    return w->fan || w->ino;
+}
+
+static void watcher_close(struct watcher *w)
+{
+    fu_fanwatch_close(w->fan);
+    fu_watch_close(w->ino);
+    w->fan = NULL;
+    w->ino = NULL;
+}
+
+static int watcher_fd(const struct watcher *w)
+{
+    return w->fan ? fu_fanwatch_fd(w->fan) : fu_watch_fd(w->ino);
+}
+
+static void watcher_counts(struct fu_source *s, const struct watcher *w)
+{
+    atomic_store(&s->watches, w->fan ? fu_fanwatch_count(w->fan) : fu_watch_count(w->ino));
+    atomic_store(&s->failed, w->fan ? fu_fanwatch_failed(w->fan) : fu_watch_failed(w->ino));
 }
 
 /* Waits up to `sec`, or until a stop. */
@@ -61,29 +129,25 @@ static void set_ready(struct fu_source *s, bool ready)
 static void *source_main(void *arg)
 {
     struct fu_source *s = arg;
-    struct fu_watch *w = NULL;
+    struct watcher w = {0};
     struct fu_backoff bo = {.base = 1, .cap = 60, .seed = (uint64_t)(uintptr_t)s};
     bool reopened = false;
     while (!atomic_load(&s->stop)) {
-        if (!w) {
-            int rc = fu_watch_open(&w, s->root, &s->exclude, s->throttle);
+        if (!watcher_open_p(&w)) {
+            int rc = watcher_open(s, &w);
             if (rc < 0) {
-                w = NULL;
                 fu_error("source %s: cannot watch %s: %s (retrying)", s->id, s->root,
                          strerror(-rc));
                 rest(s, fu_backoff_next(&bo));
                 continue;
             }
-            fu_info("source %s: watching %zu directories of %s (%zu could not be watched)",
-                    s->id, fu_watch_count(w), s->root, fu_watch_failed(w));
-            atomic_store(&s->watches, fu_watch_count(w));
-            atomic_store(&s->failed, fu_watch_failed(w));
+            watcher_counts(s, &w);
             if (reopened)
                 fu_bus_lost(s->bus); /* events were lost while nothing watched */
             reopened = false;
             set_ready(s, true); /* now a snapshot may start: nothing can slip between */
         }
-        struct pollfd fds[2] = {{.fd = fu_watch_fd(w), .events = POLLIN},
+        struct pollfd fds[2] = {{.fd = watcher_fd(&w), .events = POLLIN},
                                 {.fd = s->wakefd, .events = POLLIN}};
         int n = poll(fds, 2, -1);
         if (n < 0 && errno != EINTR)
@@ -94,10 +158,10 @@ static void *source_main(void *arg)
         }
         if (!(fds[0].revents & POLLIN))
             continue;
-        int rc = fu_watch_read(w, wall(), on_row, s);
+        int rc = w.fan ? fu_fanwatch_read(w.fan, wall(), on_row, s)
+                       : fu_watch_read(w.ino, wall(), on_row, s);
         fu_bus_publish(s->bus);
-        atomic_store(&s->watches, fu_watch_count(w));
-        atomic_store(&s->failed, fu_watch_failed(w));
+        watcher_counts(s, &w);
         if (rc == -EOVERFLOW) {
             fu_warn("source %s: the kernel's event queue overflowed; the pipes resync", s->id);
             fu_bus_lost(s->bus);
@@ -105,14 +169,13 @@ static void *source_main(void *arg)
             const char *why = rc == -ESTALE ? "the root went away" : strerror(-rc);
             fu_error("source %s: watching failed: %s; watching again, and the pipes resync",
                      s->id, why);
-            fu_watch_close(w);
-            w = NULL;
+            watcher_close(&w);
             reopened = true; /* the resync waits until the new watches are in place */
             set_ready(s, false);
             rest(s, fu_backoff_next(&bo)); /* a stop ends it */
         }
     }
-    fu_watch_close(w);
+    watcher_close(&w);
     return NULL;
 }
 
@@ -136,6 +199,8 @@ int fu_source_start(struct fu_source **out, const struct fu_source_opts *o)
     s->id = strdup(o->id);
     s->root = strdup(o->root);
     s->throttle = o->throttle_sec;
+    s->cross = o->cross_filesystems;
+    s->want_fanotify = o->fanotify;
     s->bus = fu_bus_new(o->bus_capacity);
     for (size_t i = 0; o->exclude && i < o->exclude->n; i++)
         fu_strv_push(&s->exclude, o->exclude->v[i]);
@@ -174,7 +239,7 @@ bool fu_source_ready(struct fu_source *s)
 
 void fu_source_status(struct fu_source *s, struct fu_source_status *out)
 {
-    out->watcher = "inotify";
+    out->watcher = atomic_load(&s->fanotify) ? "fanotify" : "inotify";
     out->watches = atomic_load(&s->watches);
     out->failed = atomic_load(&s->failed);
     fu_bus_stats(s->bus, &out->bus);

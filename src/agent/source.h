@@ -1,7 +1,7 @@
 /* A running source (Fustor v1 §1.3): the realtime watcher of one `fs` source and the bus it
  * fills, shared by every pipe that reads the source. Its thread watches the tree (inotify,
- * one watch per directory), puts each change on the bus, and reopens the watches when the
- * root goes away; lost events (a kernel queue overflow, a watcher restart) mark every
+ * one watch per directory; or fanotify, one mark per filesystem), puts each change on the
+ * bus, and reopens the watches when the root goes away; lost events (a kernel queue overflow, a watcher restart) mark every
  * subscriber overflowed, so that their pipes resync. */
 #ifndef FU_AGENT_SOURCE_H
 #define FU_AGENT_SOURCE_H
@@ -18,8 +18,11 @@ struct fu_source_opts {
     const char *id;   /* the source's config id, for logs */
     const char *root; /* `uri` */
     const struct fu_strv *exclude;
-    double throttle_sec;    /* IN_MODIFY rows per file at most once per this */
-    size_t bus_capacity;    /* rows the bus holds */
+    double throttle_sec; /* IN_MODIFY rows per file at most once per this */
+    size_t bus_capacity; /* rows the bus holds */
+    bool cross_filesystems;
+    bool fanotify; /* one fanotify mark per filesystem instead of inotify watches, where the
+                      kernel, the filesystem and the privileges allow; else inotify */
 };
 
 /* Starts the watcher thread. Returns 0 or -errno. */
@@ -32,7 +35,7 @@ struct fu_bus *fu_source_bus(struct fu_source *s);
 bool fu_source_ready(struct fu_source *s);
 
 struct fu_source_status {
-    const char *watcher; /* "inotify" */
+    const char *watcher; /* "inotify" or "fanotify" */
     size_t watches, failed;
     struct fu_bus_stats bus;
 };

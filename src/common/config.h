@@ -130,6 +130,7 @@ struct fu_cfg_source {
     double max_sync_delay_seconds;
     struct fu_strv exclude; /* globs on names (no '/') or relative paths: not scanned, watched */
     bool one_filesystem;    /* default true: do not descend into other mounted filesystems */
+    char *watcher;          /* NULL/"inotify" | "fanotify" (falls back to inotify) */
 };
 
 struct fu_cfg_sender {

@@ -14,6 +14,7 @@ extern const struct fu_schema fu_logging_schema;
 static const char *const source_drivers[] = {"fs", NULL};
 static const char *const sender_drivers[] = {"fusion", "http", NULL};
 static const char *const startup_modes[] = {"snapshot", "message-only", NULL};
+static const char *const watchers[] = {"inotify", "fanotify", NULL};
 static const char *const api_versions[] = {"pipe", NULL};
 
 #define CR(f) offsetof(struct fu_cfg_credential, f)
@@ -38,6 +39,7 @@ static const struct fu_field source_params_fields[] = {
      NULL, NULL},
     {"exclude", FT_STRV, SO(exclude), 0, NORANGE, NULL, NULL, NULL},
     {"one_filesystem", FT_BOOL, SO(one_filesystem), 0, NORANGE, NULL, NULL, NULL},
+    {"watcher", FT_ENUM, SO(watcher), F_NULLABLE, NORANGE, watchers, NULL, NULL},
 };
 static const struct fu_schema source_params_schema = {"driver_params", source_params_fields,
                                                       FU_COUNT(source_params_fields), 0, NULL};

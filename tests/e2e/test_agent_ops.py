@@ -42,11 +42,13 @@ SENDER = """  {id}:
 """
 
 
-def agent_yaml(rx, sources, pipes):
+def agent_yaml(rx, sources, pipes, watcher=None):
     """sources: {id: (root, [excludes])}; pipes: {id: (source, key, batch_size)}."""
     text = "agent_id: host-a\nlogging: INFO\nsources:\n"
     for sid, (root, excl) in sources.items():
         text += SOURCE.format(id=sid, root=root, exclude=", ".join(f'"{e}"' for e in excl))
+        if watcher:
+            text = text.rstrip("}\n") + f", watcher: {watcher}}}\n"
     text += "senders:\n"
     for key in sorted({k for _, k, _ in pipes.values()}):
         text += SENDER.format(id=f"to-{key}", rx=rx, key=key)
@@ -315,15 +317,62 @@ class AgentOps(unittest.TestCase):
         pid = self.fusion.pid()
         os.kill(pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: self.pipes_status(a)["sync1"]["phase"] == "audit", timeout=15,
-                     what="an audit under way")
+            # the next audit, or (on a slow machine) the snapshot itself, stalls
+            wait_for(lambda: self.pipes_status(a)["sync1"]["phase"] in ("snapshot", "audit"),
+                     timeout=15, what="a walk under way")
             st = self.pipes_status(a)["sync1"]
             self.assertGreater(st["progress"]["entries"], 0)
             self.assertIn("directories", st["progress"])
-            wait_for(lambda: "pipe sync1: audit under way:" in a.log_text(), timeout=15,
-                     what="a progress line")
+            line = f"pipe sync1: {st['phase']} under way:"
+            wait_for(lambda: line in a.log_text(), timeout=15, what="a progress line")
         finally:
             os.kill(pid, signal.SIGCONT)
+
+    def fanotify_agent(self, root):
+        a = self.start_agent(agent_yaml(self.rx, {"s1": (root, [])},
+                                        {"sync1": ("s1", "k1", 100)}, watcher="fanotify"))
+        wait_for(lambda: self.session_of("v1") is not None, timeout=15, what="a session")
+        return a
+
+    def test_the_fanotify_watcher_covers_the_tree_with_one_mark(self):
+        if os.geteuid() != 0:
+            self.skipTest("fanotify filesystem marks need CAP_SYS_ADMIN")
+        self.start_fusion()
+        a = self.fanotify_agent(self.root1)
+        wait_for(lambda: "/a/two.txt" in self.paths("v1"), timeout=15, what="the snapshot")
+        os.makedirs(f"{self.root1}/new/deeper")
+        with open(f"{self.root1}/new/deeper/f.txt", "w") as fh:
+            fh.write("hello")
+        os.rename(f"{self.root1}/a/one.txt", f"{self.root1}/a/uno.txt")
+        os.unlink(f"{self.root1}/top.txt")
+        wait_for(lambda: {"/new/deeper/f.txt", "/a/uno.txt"} <= self.paths("v1") and
+                 not {"/a/one.txt", "/top.txt"} & self.paths("v1"), timeout=10,
+                 what="realtime changes through fanotify")
+        st = lambda: self.pipes_status(a)["sync1"]  # noqa: E731 (refreshed every 2 s)
+        wait_for(lambda: (st()["source"]["watcher"], st()["watches"]) == ("fanotify", 1),
+                 timeout=10, what="status: one fanotify mark")
+        self.assertIn("watching " + self.root1 + " with fanotify", a.log_text())
+
+    def test_fanotify_falls_back_to_inotify_where_it_cannot_mark(self):
+        if not os.path.exists("/dev/fuse") or not shutil.which("bindfs"):
+            self.skipTest("no FUSE here: a bindfs mount is what cannot be marked")
+        import subprocess
+        mnt = tempfile.mkdtemp(prefix="fustor-e2e-mnt-")
+        self.addCleanup(os.rmdir, mnt)
+        r = subprocess.run(["bindfs", self.root1, mnt], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(subprocess.run, ["umount", mnt], capture_output=True)
+        self.start_fusion()
+        a = self.fanotify_agent(mnt)
+        wait_for(lambda: "/a/two.txt" in self.paths("v1"), timeout=15, what="the snapshot")
+        with open(f"{mnt}/a/through-the-mount.txt", "w") as fh:
+            fh.write("x")
+        wait_for(lambda: "/a/through-the-mount.txt" in self.paths("v1"), timeout=10,
+                 what="realtime through inotify")
+        self.assertIn("falling back to inotify", a.log_text())
+        st = lambda: self.pipes_status(a)["sync1"]  # noqa: E731 (refreshed every 2 s)
+        wait_for(lambda: (st()["source"]["watcher"], st()["watches"]) == ("inotify", 2),
+                 timeout=10, what="status: inotify watches")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,13 @@ struct pipe_rt {
     char *id, *task_id, *root, *file_pattern, *key;
     struct fu_strv uris, exclude;
     bool one_filesystem;
+    bool message_only; /* startup_mode: message-only: no snapshot rows */
     int workers;
     size_t batch_size;
     double timeout, session_timeout;          /* session_timeout: NAN = Fusion decides */
     double audit_interval, sentinel_interval; /* the pipe's; Fusion's replies override them */
+    double retry_base, retry_mult, retry_cap;  /* backoff while Fusion cannot be reached */
+    int max_errors;                           /* failures in a row before an error line */
     struct source_ent *src;                   /* the source it reads, shared */
     struct fu_bus_sub *sub;                   /* its cursor on the source's bus */
     pthread_t thread;
@@ -782,9 +785,15 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     atomic_store(&p->phase, kind == WALK_SNAPSHOT ? PH_SNAPSHOT
                             : kind == WALK_AUDIT  ? PH_AUDIT
                                                   : PH_SCAN);
-    fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
-            subpath && strcmp(subpath, "/") ? subpath : "");
-    int rc = fu_scan(&o, on_entries, &b, &st);
+    /* startup_mode: message-only (v1): the leader sends no snapshot rows, only the end
+     * marker, so that the view serves what realtime events and audits bring. */
+    bool skip = kind == WALK_SNAPSHOT && p->message_only;
+    if (skip)
+        fu_info("pipe %s: snapshot skipped (startup_mode: message-only)", p->id);
+    else
+        fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
+                subpath && strcmp(subpath, "/") ? subpath : "");
+    int rc = skip ? 0 : fu_scan(&o, on_entries, &b, &st);
     if (!rc && b.rows)
         rc = enqueue_rows(&b, &b.rows_json, b.rows);
     pthread_mutex_lock(&b.mu); /* the senders drain the queue, then stop */
@@ -1201,7 +1210,13 @@ static void *pipe_main(void *arg)
         fu_error("pipe %s: out of memory", p->id);
         return NULL;
     }
-    struct fu_backoff bo = {.base = 0.5, .cap = 30, .seed = (uint64_t)getpid() ^ (uint64_t)p};
+    /* v1's retry settings: error_retry_interval x backoff_multiplier^n up to
+     * max_backoff_seconds, with full jitter */
+    struct fu_backoff bo = {.base = p->retry_base,
+                            .cap = p->retry_cap,
+                            .mult = p->retry_mult,
+                            .seed = (uint64_t)getpid() ^ (uint64_t)(uintptr_t)p};
+    int errors = 0; /* consecutive failures to open a session */
     struct fu_buf out = FU_BUF_INIT;
     /* The source watches first, so that nothing changed during the snapshot is missed. */
     if (pthread_create(&p->rt, NULL, realtime_main, p) == 0)
@@ -1209,9 +1224,16 @@ static void *pipe_main(void *arg)
     while (!stopping(p)) {
         atomic_store(&p->phase, PH_CONNECTING);
         if (!open_session(p, &c, &out)) {
+            if (++errors == p->max_errors)
+                fu_error("pipe %s: %d attempts in a row to open a session failed; still "
+                         "retrying, every %.0f s at most",
+                         p->id, errors, p->retry_cap);
             nap(p, fu_backoff_next(&bo));
             continue;
         }
+        if (errors >= p->max_errors)
+            fu_info("pipe %s: Fusion answers again after %d failed attempts", p->id, errors);
+        errors = 0;
         fu_backoff_reset(&bo);
         measure_drift(p);
         report_config(p, &c, NULL); /* v1 reports its config on every new session */
@@ -1366,9 +1388,10 @@ static const void *find_item(const struct fu_cfg_vec *v, size_t size, const char
 static char *source_sig(const struct fu_cfg_source *src)
 {
     struct fu_buf b = FU_BUF_INIT;
-    fu_buf_printf(&b, "%s\n%s\n%.17g\n%lld\n%d\n%s", src->it.id, src->uri,
+    fu_buf_printf(&b, "%s\n%s\n%.17g\n%lld\n%d\n%s\n%.17g", src->it.id, src->uri,
                   src->throttle_interval_sec, (long long)src->max_queue_size,
-                  (int)src->one_filesystem, src->watcher ? src->watcher : "inotify");
+                  (int)src->one_filesystem, src->watcher ? src->watcher : "inotify",
+                  src->min_monitoring_window_days);
     for (size_t i = 0; i < src->exclude.n; i++)
         fu_buf_printf(&b, "\n%s", src->exclude.v[i]);
     if (b.oom) {
@@ -1402,6 +1425,7 @@ static struct source_ent *source_get(struct fu_agent *a, const struct fu_cfg_sou
         .throttle_sec = src->throttle_interval_sec,
         .bus_capacity = (size_t)(src->max_queue_size > 0 ? src->max_queue_size : 1000) * 100,
         .cross_filesystems = !src->one_filesystem,
+        .min_window_sec = src->min_monitoring_window_days * 86400,
         .fanotify = src->watcher && !strcmp(src->watcher, "fanotify"),
     };
     if (!e || !v || fu_source_start(&e->s, &o) < 0) {
@@ -1508,6 +1532,7 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
     for (size_t k = 0; k < snd->uri.n; k++)
         fu_strv_push(&p->uris, snd->uri.v[k]); /* tried in order: fail-over */
     p->one_filesystem = src->one_filesystem;
+    p->message_only = src->startup_mode && !strcmp(src->startup_mode, "message-only");
     p->workers = (int)src->max_scan_workers;
     p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->batch_size = (size_t)(cp->batch_size > 0 ? cp->batch_size : snd->batch_size);
@@ -1515,6 +1540,12 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
     p->session_timeout = cp->session_timeout_seconds;
     p->audit_interval = cp->audit_interval_sec;
     p->sentinel_interval = cp->sentinel_interval_sec;
+    p->retry_base = cp->error_retry_interval > 0 ? cp->error_retry_interval : 0.1;
+    p->retry_mult = cp->backoff_multiplier;
+    p->retry_cap = cp->max_backoff_seconds > p->retry_base ? cp->max_backoff_seconds
+                                                            : p->retry_base;
+    p->max_errors = (int)(cp->max_consecutive_errors < 1000000 ? cp->max_consecutive_errors
+                                                                : 1000000);
     if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
         p->exclude.n != src->exclude.n + 1 || p->wakefd < 0) {
         snprintf(err, errlen, "pipe %s: out of memory", cp->it.id);
@@ -1625,6 +1656,8 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_uint(w, ss.watches);
         fu_jw_ckey(w, "watches_failed");
         fu_jw_uint(w, ss.failed);
+        fu_jw_ckey(w, "unwatched_at_limit");
+        fu_jw_uint(w, ss.unwatched);
         fu_jw_ckey(w, "watch_limit");
         fu_jw_int(w, limit);
         fu_jw_ckey(w, "last_error");

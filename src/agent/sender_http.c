@@ -108,7 +108,10 @@ long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const cha
 
 double fu_backoff_next(struct fu_backoff *b)
 {
-    double top = b->base * ldexp(1.0, b->failures < 60 ? (int)b->failures : 60);
+    double mult = b->mult > 1 ? b->mult : b->mult == 1 ? 1 : 2;
+    double top = b->base;
+    for (unsigned i = 0; i < b->failures && top < b->cap; i++) /* stops at the cap: no overflow */
+        top *= mult;
     if (top > b->cap)
         top = b->cap;
     b->failures++;

@@ -31,12 +31,14 @@ void fu_hc_free(struct fu_hc *c);
 long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const char *body, size_t len,
                 struct fu_buf *out);
 
-/* Exponential backoff with full jitter: each delay is uniform in [0, min(cap, base * 2^n)),
- * n counting the failures in a row; a success resets it. `seed` makes it reproducible. */
+/* Exponential backoff with full jitter: each delay is uniform in [0, min(cap, base * mult^n)),
+ * n counting the failures in a row (mult 0 means 2); a success resets it. `seed` makes it
+ * reproducible. */
 struct fu_backoff {
     double base, cap;
     unsigned failures;
     uint64_t seed;
+    double mult;
 };
 double fu_backoff_next(struct fu_backoff *b);
 static inline void fu_backoff_reset(struct fu_backoff *b)

@@ -23,12 +23,13 @@ struct fu_source {
     struct fu_strv exclude;
     double throttle;
     bool cross, want_fanotify;
+    double min_window;
     _Atomic bool fanotify; /* the backend in use */
     struct fu_bus *bus;
     pthread_t thread;
     int wakefd;
     _Atomic bool stop, ready;
-    _Atomic size_t watches, failed;
+    _Atomic size_t watches, failed, unwatched;
 };
 
 static double wall(void)
@@ -69,7 +70,12 @@ static int watcher_open(struct fu_source *s, struct watcher *w)
                     : ": the kernel needs FAN_REPORT_DFID_NAME, Linux 5.9 or later");
     }
     atomic_store(&s->fanotify, false);
-    int rc = fu_watch_open(&w->ino, s->root, &s->exclude, s->throttle);
+    struct fu_watch_opts o = {.root = s->root,
+                              .exclude = &s->exclude,
+                              .throttle_sec = s->throttle,
+                              .cross_filesystems = s->cross,
+                              .min_window_sec = s->min_window};
+    int rc = fu_watch_open_opts(&w->ino, &o);
     if (rc < 0) {
         w->ino = NULL;
         return rc;
@@ -101,6 +107,7 @@ static void watcher_counts(struct fu_source *s, const struct watcher *w)
 {
     atomic_store(&s->watches, w->fan ? fu_fanwatch_count(w->fan) : fu_watch_count(w->ino));
     atomic_store(&s->failed, w->fan ? fu_fanwatch_failed(w->fan) : fu_watch_failed(w->ino));
+    atomic_store(&s->unwatched, w->fan ? 0 : fu_watch_unwatched(w->ino));
 }
 
 /* Waits up to `sec`, or until a stop. */
@@ -200,6 +207,7 @@ int fu_source_start(struct fu_source **out, const struct fu_source_opts *o)
     s->root = strdup(o->root);
     s->throttle = o->throttle_sec;
     s->cross = o->cross_filesystems;
+    s->min_window = o->min_window_sec;
     s->want_fanotify = o->fanotify;
     s->bus = fu_bus_new(o->bus_capacity);
     for (size_t i = 0; o->exclude && i < o->exclude->n; i++)
@@ -242,5 +250,6 @@ void fu_source_status(struct fu_source *s, struct fu_source_status *out)
     out->watcher = atomic_load(&s->fanotify) ? "fanotify" : "inotify";
     out->watches = atomic_load(&s->watches);
     out->failed = atomic_load(&s->failed);
+    out->unwatched = atomic_load(&s->unwatched);
     fu_bus_stats(s->bus, &out->bus);
 }

@@ -21,6 +21,8 @@ struct fu_source_opts {
     double throttle_sec; /* IN_MODIFY rows per file at most once per this */
     size_t bus_capacity; /* rows the bus holds */
     bool cross_filesystems;
+    double min_window_sec; /* evicting a watch of a directory active more recently than this
+                              (at the watch limit) logs a warning; 0: never */
     bool fanotify; /* one fanotify mark per filesystem instead of inotify watches, where the
                       kernel, the filesystem and the privileges allow; else inotify */
 };
@@ -36,7 +38,8 @@ bool fu_source_ready(struct fu_source *s);
 
 struct fu_source_status {
     const char *watcher; /* "inotify" or "fanotify" */
-    size_t watches, failed;
+    size_t watches, failed; /* failed: errors, and directories left out at the watch limit */
+    size_t unwatched;       /* ... of which left out at the limit (inotify) */
     struct fu_bus_stats bus;
 };
 void fu_source_status(struct fu_source *s, struct fu_source_status *out);

@@ -43,6 +43,7 @@ pipes:
     source: src
     sender: fusion
     batch_size: 50
+    error_retry_interval: 0.5
 """
 
 

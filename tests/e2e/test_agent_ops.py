@@ -42,19 +42,21 @@ SENDER = """  {id}:
 """
 
 
-def agent_yaml(rx, sources, pipes, watcher=None):
-    """sources: {id: (root, [excludes])}; pipes: {id: (source, key, batch_size)}."""
+def agent_yaml(rx, sources, pipes, params=None):
+    """sources: {id: (root, [excludes])}; pipes: {id: (source, key, batch_size)}; params:
+    more driver_params of every source, e.g. "watcher: fanotify"."""
     text = "agent_id: host-a\nlogging: INFO\nsources:\n"
     for sid, (root, excl) in sources.items():
         text += SOURCE.format(id=sid, root=root, exclude=", ".join(f'"{e}"' for e in excl))
-        if watcher:
-            text = text.rstrip("}\n") + f", watcher: {watcher}}}\n"
+        if params:
+            text = text.rstrip("}\n") + f", {params}}}\n"
     text += "senders:\n"
     for key in sorted({k for _, k, _ in pipes.values()}):
         text += SENDER.format(id=f"to-{key}", rx=rx, key=key)
     text += "pipes:\n"
     for pid, (src, key, batch) in pipes.items():
-        text += f"  {pid}: {{source: {src}, sender: to-{key}, batch_size: {batch}}}\n"
+        text += (f"  {pid}: {{source: {src}, sender: to-{key}, batch_size: {batch}, "
+                 "error_retry_interval: 0.5}\n")
     return text
 
 
@@ -328,9 +330,24 @@ class AgentOps(unittest.TestCase):
         finally:
             os.kill(pid, signal.SIGCONT)
 
+    def test_message_only_sends_no_snapshot_but_realtime_and_audits(self):
+        self.start_fusion(p1_extra=", audit_interval_sec: 2")
+        a = self.start_agent(agent_yaml(self.rx, {"s1": (self.root1, [])},
+                                        {"sync1": ("s1", "k1", 100)},
+                                        "startup_mode: message-only"))
+        # the view is ready (the end marker came) but holds no snapshot rows
+        wait_for(lambda: "/" in self.paths("v1"), timeout=15, what="the view ready")
+        self.assertNotIn("/a/one.txt", self.paths("v1"))
+        self.assertIn("snapshot skipped (startup_mode: message-only)", a.log_text())
+        with open(f"{self.root1}/a/live.txt", "w") as fh:
+            fh.write("seen by inotify")
+        wait_for(lambda: "/a/live.txt" in self.paths("v1"), timeout=10, what="realtime")
+        # the leader's audit (every 2 s here) still brings what was there before
+        wait_for(lambda: "/a/one.txt" in self.paths("v1"), timeout=15, what="the audit")
+
     def fanotify_agent(self, root):
         a = self.start_agent(agent_yaml(self.rx, {"s1": (root, [])},
-                                        {"sync1": ("s1", "k1", 100)}, watcher="fanotify"))
+                                        {"sync1": ("s1", "k1", 100)}, "watcher: fanotify"))
         wait_for(lambda: self.session_of("v1") is not None, timeout=15, what="a session")
         return a
 

@@ -42,6 +42,24 @@ static void test_backoff_grows_exponentially_up_to_the_cap_with_jitter(void **st
     assert_true(fu_backoff_next(&b) < 30);
 }
 
+static void test_backoff_follows_the_pipes_multiplier(void **state)
+{
+    (void)state;
+    /* v1's error_retry_interval 5 s x backoff_multiplier 3, capped at max_backoff_seconds */
+    struct fu_backoff b = {.base = 5, .cap = 60, .seed = 7, .mult = 3};
+    double top[] = {5, 15, 45, 60, 60};
+    for (int round = 0; round < 500; round++) {
+        fu_backoff_reset(&b);
+        for (int i = 0; i < 5; i++) {
+            double d = fu_backoff_next(&b);
+            assert_true(d >= 0 && d < top[i]);
+        }
+    }
+    struct fu_backoff flat = {.base = 2, .cap = 60, .seed = 7, .mult = 1};
+    for (int i = 0; i < 50; i++)
+        assert_true(fu_backoff_next(&flat) < 2); /* a multiplier of 1: a constant ceiling */
+}
+
 static int closed_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -81,6 +99,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_grows_exponentially_up_to_the_cap_with_jitter),
+        cmocka_unit_test(test_backoff_follows_the_pipes_multiplier),
         cmocka_unit_test(test_client_fails_over_along_the_uris),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #include "agent/sender_http.h"
 #include "agent/source.h"
 #include "agent/source_fs/scan.h"
+#include "common/daemon.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -21,7 +22,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,11 +54,11 @@ struct pipe_rt {
     struct fu_bus_sub *sub;                   /* its cursor on the source's bus */
     pthread_t thread;
     bool started;
-    _Atomic bool ended; /* its thread returned (a stop_pipe command) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    bool stopped_by_command; /* stop_pipe: a reload starts it again */
     bool kick; /* wakes the pipe thread: its role changed, or a command came */
     struct job *jobs; /* commands to run in the pipe thread */
     size_t njobs;
@@ -110,6 +110,8 @@ struct fu_agent {
     pthread_mutex_t cfg_mu;
     char *home, *dir, *active_file;
     struct fu_strv files;
+    pthread_mutex_t update_mu; /* one update_config at a time */
+    struct fu_strv failed;     /* pipes that could not start at the last reload */
 };
 
 static double wall(void)
@@ -248,7 +250,7 @@ static void job_free(struct job *j)
 }
 
 /* One command of a heartbeat reply (v1 §2.10), delivered once. `scan` and the config
- * commands run in the pipe thread; reload_config raises SIGHUP, as `fustor-agent reload`
+ * commands run in the pipe thread; reload_config asks the main loop for a reload, as SIGHUP
  * does; stop_pipe stops this pipe until the next reload or restart. */
 static void run_command(struct pipe_rt *p, const char *type, const char *path, bool recursive,
                         const char *job, const char *pipe_id, const char *filename,
@@ -269,7 +271,7 @@ static void run_command(struct pipe_rt *p, const char *type, const char *path, b
         fu_buf_free(&norm);
     } else if (!strcmp(type, "reload_config")) {
         fu_info("pipe %s: Fusion asked for a config reload", p->id);
-        kill(getpid(), SIGHUP);
+        fu_signals_raise(FU_SIG_HUP);
     } else if (!strcmp(type, "stop_pipe")) {
         if (strcmp(pipe_id, p->id))
             return; /* for another pipe of this agent (v1: the id must match) */
@@ -277,7 +279,7 @@ static void run_command(struct pipe_rt *p, const char *type, const char *path, b
                 "starts it again)",
                 p->id);
         pthread_mutex_lock(&p->mu);
-        p->stop = true;
+        p->stop = p->stopped_by_command = true;
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         eventfd_write(p->wakefd, 1);
@@ -1094,33 +1096,50 @@ static void *realtime_main(void *arg)
 
 /* ------------------------------------------------------------ config commands */
 
-/* The name of the file to report or update: the one Fusion gave, else the activated file. */
+/* The name of the file to report or update: the one Fusion gave, else the activated file
+ * when it lies in the config dir. NULL when there is none (or on OOM). */
 static char *config_name(struct fu_agent *a, const char *given)
 {
     if (given && given[0])
         return strdup(given);
     pthread_mutex_lock(&a->cfg_mu);
     const char *act = a->active_file ? strrchr(a->active_file, '/') : NULL;
-    char *name = strdup(act ? act + 1 : "default.yaml");
+    size_t dl = a->dir ? strlen(a->dir) : 0;
+    bool in_dir = act && dl && (size_t)(act - a->active_file) == dl &&
+                  !strncmp(a->active_file, a->dir, dl);
+    char *name = in_dir ? strdup(act + 1) : NULL;
     pthread_mutex_unlock(&a->cfg_mu);
     return name;
 }
 
-/* Sends a config_report batch: `filename` (NULL = the activated file) of the config dir,
- * which Fusion keeps on the session (v1 §2.7). */
-static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filename)
+/* A copy of the config dir's path, for file work without the lock. */
+static char *config_dir(struct fu_agent *a)
 {
-    char *name = config_name(p->agent, filename);
+    pthread_mutex_lock(&a->cfg_mu);
+    char *dir = strdup(a->dir ? a->dir : "");
+    pthread_mutex_unlock(&a->cfg_mu);
+    return dir;
+}
+
+/* Sends a config_report batch: `filename` (NULL = the activated file) of the config dir,
+ * which Fusion keeps on the session (v1 §2.7). `asked`: Fusion asked for it (else it is the
+ * report of a new session, skipped quietly when the activated file lies outside the dir). */
+static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filename, bool asked)
+{
+    char *name = config_name(p->agent, filename), *dir = config_dir(p->agent);
     struct fu_buf yaml = FU_BUF_INIT, body = FU_BUF_INIT, out = FU_BUF_INIT;
-    pthread_mutex_lock(&p->agent->cfg_mu);
-    int rc = !name                      ? -ENOMEM
-             : !fu_cfgupd_name_ok(name) ? -EINVAL
-                                        : fu_cfgupd_read(p->agent->dir, name, &yaml);
-    pthread_mutex_unlock(&p->agent->cfg_mu);
+    int rc = !dir                       ? -ENOMEM
+             : !name                    ? -ENOENT
+             : !fu_config_file_name_ok(name) ? -EINVAL
+                                        : fu_cfgupd_read(dir, name, &yaml);
+    free(dir);
     if (rc < 0) {
-        fu_warn("pipe %s: cannot report config file '%s': %s", p->id, name ? name : "?",
-                rc == -EINVAL ? "not a config file name" : strerror(-rc));
+        if (asked || name)
+            fu_warn("pipe %s: cannot report config file '%s': %s", p->id,
+                    name ? name : "(the activated file is outside the config dir)",
+                    rc == -EINVAL ? "not a config file name" : strerror(-rc));
         free(name);
+        fu_buf_free(&yaml);
         return;
     }
     char sid[sizeof(p->sid)];
@@ -1163,20 +1182,38 @@ static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
 }
 
 /* update_config: validate the new text with the rest of the config, keep the old file as
- * <name>.bak, write it, and reload (SIGHUP), as v1. A refusal is logged line by line and
+ * <name>.bak, write it, and reload (as SIGHUP), as v1. A refusal is logged line by line and
  * the running config stays. The new file is reported back either way. */
 static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filename,
                           const char *yaml)
 {
     char *name = config_name(p->agent, filename);
-    if (!name)
+    if (!name) {
+        fu_error("pipe %s: update_config without a file name refused: the activated file is "
+                 "outside the config dir",
+                 p->id);
         return;
+    }
     struct fu_diags d;
     fu_diags_init(&d);
-    pthread_mutex_lock(&p->agent->cfg_mu);
-    int rc = fu_cfgupd_apply(p->agent->dir, &p->agent->files, p->agent->active_file, name, yaml,
-                             strlen(yaml), &d);
-    pthread_mutex_unlock(&p->agent->cfg_mu);
+    /* A copy of the names, so that the lock a reload takes is not held across the file
+     * work; updates run one at a time. */
+    struct fu_agent *a = p->agent;
+    pthread_mutex_lock(&a->update_mu);
+    struct fu_strv files = {0};
+    pthread_mutex_lock(&a->cfg_mu);
+    for (size_t i = 0; i < a->files.n; i++)
+        fu_strv_push(&files, a->files.v[i]);
+    char *dir = strdup(a->dir ? a->dir : ""), *active = a->active_file ? strdup(a->active_file)
+                                                                       : NULL;
+    bool copied = files.n == a->files.n && dir && (!a->active_file || active);
+    pthread_mutex_unlock(&a->cfg_mu);
+    int rc = copied ? fu_cfgupd_apply(dir, &files, active, name, yaml, strlen(yaml), &d)
+                    : -ENOMEM;
+    pthread_mutex_unlock(&a->update_mu);
+    fu_strv_free(&files);
+    free(dir);
+    free(active);
     for (size_t i = 0; i < d.n; i++) {
         char *line = fu_diag_format(&d.v[i]);
         if (line && d.v[i].sev == FU_SEV_ERROR)
@@ -1188,7 +1225,7 @@ static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
     if (rc == 0) {
         fu_info("pipe %s: Fusion updated config file %s (the old one is %s.bak); reloading",
                 p->id, name, name);
-        kill(getpid(), SIGHUP);
+        fu_signals_raise(FU_SIG_HUP);
     } else {
         fu_error("pipe %s: update_config of %s refused (%s); the running config is unchanged",
                  p->id, name, rc == -EINVAL ? "invalid config" : strerror(-rc));
@@ -1196,7 +1233,7 @@ static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
     }
     fu_diags_free(&d);
     if (rc == 0)
-        report_config(p, c, name);
+        report_config(p, c, name, true);
     free(name);
 }
 
@@ -1236,7 +1273,7 @@ static void *pipe_main(void *arg)
         errors = 0;
         fu_backoff_reset(&bo);
         measure_drift(p);
-        report_config(p, &c, NULL); /* v1 reports its config on every new session */
+        report_config(p, &c, NULL, false); /* v1 reports its config on every new session */
         atomic_store(&p->phase, PH_IDLE);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
@@ -1261,7 +1298,7 @@ static void *pipe_main(void *arg)
                 if (job.kind == JOB_SCAN) /* every session scans, leader or not (v1) */
                     walk_send(p, WALK_SCAN, job.path, job.recursive, job.job_id);
                 else if (job.kind == JOB_REPORT_CONFIG)
-                    report_config(p, &c, job.path);
+                    report_config(p, &c, job.path, true);
                 else
                     update_config(p, &c, job.path, job.yaml);
                 job_free(&job);
@@ -1324,8 +1361,11 @@ static void *pipe_main(void *arg)
         pthread_join(p->rt, NULL);
         p->rt_running = false;
     }
+    /* Stopped for good: its cursor must not hold rows back, nor count their loss. */
+    fu_bus_unsubscribe(fu_source_bus(p->src->s), p->sub);
+    p->sub = NULL;
+    atomic_store(&p->pending_count, 0);
     atomic_store(&p->phase, PH_STOPPED);
-    atomic_store(&p->ended, true);
     fu_buf_free(&out);
     fu_hc_free(&c);
     return NULL;
@@ -1714,7 +1754,9 @@ void fu_agent_stop(struct fu_agent *a)
     free(a->home);
     free(a->dir);
     free(a->active_file);
+    fu_strv_free(&a->failed);
     pthread_mutex_destroy(&a->cfg_mu);
+    pthread_mutex_destroy(&a->update_mu);
     free(a);
 }
 
@@ -1734,6 +1776,7 @@ static int start_pipes(struct fu_agent *a, const struct fu_config *cfg, const st
                        char *err, size_t errlen)
 {
     const struct fu_cfg_agent *ac = &cfg->agent;
+    int rc = 0;
     for (size_t i = 0; i < ac->pipes.n; i++) {
         const struct fu_cfg_apipe *cp = FU_CFG_AT(&ac->pipes, struct fu_cfg_apipe, i);
         if (!fu_config_pipe_active(cfg, &cp->it))
@@ -1751,13 +1794,23 @@ static int start_pipes(struct fu_agent *a, const struct fu_config *cfg, const st
             }
             if (!only)
                 return -EAGAIN;
-            fu_error("reload: %s", err);
+            fu_error("reload: %s (the next reload tries again)", err);
+            fu_strv_push(&a->failed, cp->it.id);
+            rc = -EAGAIN;
             continue;
         }
         if (only)
             fu_info("reload: pipe %s started", p->id);
     }
-    return 0;
+    return rc;
+}
+
+static bool in_strv(const struct fu_strv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->v[i], s))
+            return true;
+    return false;
 }
 
 int fu_agent_reload(struct fu_agent *a, const struct fu_config *cfg,
@@ -1765,35 +1818,51 @@ int fu_agent_reload(struct fu_agent *a, const struct fu_config *cfg,
 {
     keep_config_names(a, cfg);
     /* Removed and changed pipes stop (their sessions close), and so do pipes a stop_pipe
-     * command ended; then changed, added and ended pipes start from the new config. A
-     * changed source gets a new watcher: its old one stops with its last pipe. Pipes whose
-     * settings did not change keep running untouched. */
-    struct fu_strv restart = {0};
+     * command stopped; then changed, added and stopped pipes start from the new config, with
+     * those that failed to start at the last reload. Pipes whose settings did not change keep
+     * running untouched. */
+    struct fu_strv restart = a->failed; /* taken */
+    a->failed = (struct fu_strv){0};
     for (size_t i = 0; i < diff->changed.n; i++)
         fu_strv_push(&restart, diff->changed.v[i]);
     for (size_t i = 0; i < diff->added.n; i++)
         fu_strv_push(&restart, diff->added.v[i]);
-    size_t kept = 0;
+    /* Every source keeps a hold until the new pipes are in place: a source whose settings
+     * did not change keeps its watcher (and its watch walk) across its pipes' restart; a
+     * changed one stops when the last hold goes. */
+    size_t nheld = a->nsources;
+    struct source_ent **held = malloc((nheld ? nheld : 1) * sizeof(*held));
+    for (size_t i = 0; held && i < nheld; i++) {
+        held[i] = a->sources[i];
+        held[i]->refs++;
+    }
+    struct pipe_rt **going = calloc(a->npipes ? a->npipes : 1, sizeof(*going));
+    size_t kept = 0, ngoing = 0;
     for (size_t i = 0; i < a->npipes; i++) {
         struct pipe_rt *p = a->pipes[i];
-        bool ended = atomic_load(&p->ended), go = ended;
-        for (size_t k = 0; k < diff->removed.n && !go; k++)
-            go = !strcmp(diff->removed.v[k], p->id);
-        for (size_t k = 0; k < diff->changed.n && !go; k++)
-            go = !strcmp(diff->changed.v[k], p->id);
-        if (!go) {
+        pthread_mutex_lock(&p->mu);
+        bool stopped = p->stopped_by_command;
+        pthread_mutex_unlock(&p->mu);
+        bool go = stopped || in_strv(&diff->removed, p->id) || in_strv(&diff->changed, p->id);
+        if (!go || !going) {
             a->pipes[kept++] = p;
             continue;
         }
-        if (ended)
+        if (stopped)
             fu_strv_push(&restart, p->id); /* started again if it is still active */
         fu_info("reload: pipe %s stops", p->id);
-        pipe_signal_stop(p);
-        pipe_stop(a, p);
+        pipe_signal_stop(p); /* all at once: their sessions close in parallel */
+        going[ngoing++] = p;
     }
     a->npipes = kept;
+    for (size_t i = 0; i < ngoing; i++)
+        pipe_stop(a, going[i]);
+    free(going);
     char err[256];
     int rc = start_pipes(a, cfg, &restart, err, sizeof(err));
+    for (size_t i = 0; held && i < nheld; i++)
+        source_put(a, held[i]);
+    free(held);
     fu_strv_free(&restart);
     return rc;
 }
@@ -1805,6 +1874,7 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
     if (!a)
         return -ENOMEM;
     pthread_mutex_init(&a->cfg_mu, NULL);
+    pthread_mutex_init(&a->update_mu, NULL);
     char host[256] = "agent";
     if (!ac->agent_id) {
         const struct fu_cfg_sender *first =

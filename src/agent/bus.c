@@ -94,18 +94,9 @@ static void evict_head(struct fu_bus *b)
             b->subs[i]->cursor = b->head;
 }
 
-/* Makes room for one more row: a bigger array while under the capacity, else the oldest
- * row goes. */
-static int make_room(struct fu_bus *b)
+/* Resizes the array to `size` slots (a power of two holding every kept row). */
+static int resize(struct fu_bus *b, size_t size)
 {
-    size_t used = (size_t)(b->tail - b->head);
-    if (used >= b->capacity) {
-        evict_head(b);
-        return 0;
-    }
-    if (b->ring && used < b->mask + 1)
-        return 0;
-    size_t size = b->ring ? (b->mask + 1) * 2 : 64;
     struct brow *v = calloc(size, sizeof(*v));
     if (!v)
         return -ENOMEM;
@@ -117,14 +108,59 @@ static int make_room(struct fu_bus *b)
     return 0;
 }
 
+/* Makes room for one more row: a bigger array while under the capacity, else the oldest
+ * row goes. */
+static int make_room(struct fu_bus *b)
+{
+    size_t used = (size_t)(b->tail - b->head);
+    if (used >= b->capacity) {
+        evict_head(b);
+        return 0;
+    }
+    if (b->ring && used < b->mask + 1)
+        return 0;
+    return resize(b, b->ring ? (b->mask + 1) * 2 : 64);
+}
+
+/* Drops the rows every subscriber has sent, and gives memory back once the ring is mostly
+ * empty: after a burst, an idle source holds little again. */
+static void trim(struct fu_bus *b)
+{
+    uint64_t low = b->tail;
+    for (size_t i = 0; i < b->nsubs; i++)
+        if (b->subs[i]->cursor < low)
+            low = b->subs[i]->cursor;
+    while (b->head < low)
+        evict_head(b); /* sent by all: nobody overflows */
+    size_t used = (size_t)(b->tail - b->head), size = b->mask + 1;
+    if (b->ring && size > 1024 && used * 4 < size) {
+        size_t want = 64;
+        while (want < used * 2)
+            want *= 2;
+        resize(b, want); /* on failure the bigger array stays */
+    }
+}
+
 int fu_bus_put(struct fu_bus *b, const struct fu_watch_row *r)
 {
     char *path = malloc(r->path_len + 1);
     pthread_mutex_lock(&b->mu);
     b->stats.put++;
+    /* Merge first: the row it replaces may be the oldest, and must not count as lost when
+     * room is made for its own newer state. */
+    uint32_t idx = path ? fu_pathmap_find(&b->latest, r->path, r->path_len) : FU_SET_NONE;
+    if (idx != FU_SET_NONE) {
+        uint64_t pos = (uint64_t)b->latest.ents[idx].a;
+        struct brow *old = &b->ring[pos & b->mask];
+        if (pos >= b->head && old->path && old->op == FU_WATCH_UPSERT) {
+            free(old->path); /* merged: its newer state goes to the tail */
+            old->path = NULL;
+            b->stats.merged++;
+        }
+    }
     int rc = path ? make_room(b) : -ENOMEM;
     bool created = false;
-    uint32_t idx = rc ? FU_SET_NONE : fu_pathmap_put(&b->latest, r->path, r->path_len, &created);
+    idx = rc ? FU_SET_NONE : fu_pathmap_put(&b->latest, r->path, r->path_len, &created);
     if (!rc && idx == FU_SET_NONE)
         rc = -ENOMEM;
     if (rc) {
@@ -135,15 +171,6 @@ int fu_bus_put(struct fu_bus *b, const struct fu_watch_row *r)
         }
         pthread_mutex_unlock(&b->mu);
         return rc;
-    }
-    if (!created) {
-        uint64_t pos = (uint64_t)b->latest.ents[idx].a;
-        struct brow *old = &b->ring[pos & b->mask];
-        if (pos >= b->head && old->path && old->op == FU_WATCH_UPSERT) {
-            free(old->path); /* merged: its newer state goes to the tail */
-            old->path = NULL;
-            b->stats.merged++;
-        }
     }
     memcpy(path, r->path, r->path_len);
     path[r->path_len] = '\0';
@@ -224,6 +251,7 @@ void fu_bus_unsubscribe(struct fu_bus *b, struct fu_bus_sub *s)
             b->subs[i] = b->subs[--b->nsubs];
             break;
         }
+    trim(b);
     pthread_mutex_unlock(&b->mu);
     if (s->efd >= 0)
         close(s->efd);
@@ -269,6 +297,7 @@ void fu_bus_commit(struct fu_bus *b, struct fu_bus_sub *s, uint64_t upto)
     pthread_mutex_lock(&b->mu);
     if (upto > s->cursor) /* an overflow may have moved it further already */
         s->cursor = upto;
+    trim(b);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -293,5 +322,6 @@ void fu_bus_stats(struct fu_bus *b, struct fu_bus_stats *out)
 {
     pthread_mutex_lock(&b->mu);
     *out = b->stats;
+    out->held = b->tail - b->head;
     pthread_mutex_unlock(&b->mu);
 }

@@ -11,7 +11,8 @@
  *
  * Overflow: a row pushed out of the ring before a subscriber sent it makes that subscriber
  * "overflowed": its cursor jumps to the oldest row kept, and its pipe must resync (the leader
- * snapshots again). Rows are never dropped silently.
+ * snapshots again). Rows are never dropped silently. Rows every subscriber has sent leave the
+ * ring at once, and its memory shrinks back after a burst.
  *
  * Thread-safe: the watcher puts, each pipe's sender peeks and commits. */
 #ifndef FU_AGENT_BUS_H
@@ -64,6 +65,7 @@ size_t fu_bus_depth(struct fu_bus *b, const struct fu_bus_sub *s);
 
 struct fu_bus_stats {
     uint64_t put, merged, evicted_unsent; /* evicted_unsent: rows some subscriber lost */
+    uint64_t held;                        /* rows in the ring now (merged-away ones too) */
 };
 void fu_bus_stats(struct fu_bus *b, struct fu_bus_stats *out);
 

@@ -6,14 +6,12 @@
 
 #include "common/buf.h"
 #include "common/diag.h"
+#include "common/fsutil.h" /* fu_config_file_name_ok */
 #include "common/strv.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Whether Fusion may name this file: a plain name (no directory, not hidden) ending in
- * `.yaml` or `.yml`. */
-bool fu_cfgupd_name_ok(const char *name);
 /* Reads dir/name into out. Returns 0 or -errno. */
 int fu_cfgupd_read(const char *dir, const char *name, struct fu_buf *out);
 /* Validates the config made of `files` (the loaded files, full paths) with dir/name holding

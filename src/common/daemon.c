@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,25 +121,42 @@ void fu_pidfile_forget(struct fu_pidfile *pf)
     pf->path = NULL;
 }
 
-/* One flag per signal: a handler never read-modify-writes state another handler writes. */
-static volatile sig_atomic_t got_hup, got_usr1, got_term;
+/* One flag per signal, lock-free atomics: a handler may run on any thread of the process
+ * (the runtime's threads do not block signals), and the main loop reads them on its own. */
+static atomic_int got_hup, got_usr1, got_term;
 static int self_pipe[2] = {-1, -1};
 
-static void on_signal(int sig)
+static void wake_loop(void)
 {
-    int saved = errno;
-    if (sig == SIGHUP)
-        got_hup = 1;
-    else if (sig == SIGUSR1)
-        got_usr1 = 1;
-    else
-        got_term = 1;
     if (self_pipe[1] >= 0) {
         char c = 1;
         ssize_t r = write(self_pipe[1], &c, 1);
         (void)r;
     }
+}
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (sig == SIGHUP)
+        atomic_store(&got_hup, 1);
+    else if (sig == SIGUSR1)
+        atomic_store(&got_usr1, 1);
+    else
+        atomic_store(&got_term, 1);
+    wake_loop();
     errno = saved;
+}
+
+void fu_signals_raise(unsigned flags)
+{
+    if (flags & FU_SIG_HUP)
+        atomic_store(&got_hup, 1);
+    if (flags & FU_SIG_USR1)
+        atomic_store(&got_usr1, 1);
+    if (flags & FU_SIG_TERM)
+        atomic_store(&got_term, 1);
+    wake_loop();
 }
 
 int fu_signals_install(void)
@@ -170,18 +188,12 @@ unsigned fu_signals_take(void)
         ;
     /* Clear before acting: a signal that arrives after the clear is seen next time. */
     unsigned got = 0;
-    if (got_hup) {
-        got_hup = 0;
+    if (atomic_exchange(&got_hup, 0))
         got |= FU_SIG_HUP;
-    }
-    if (got_usr1) {
-        got_usr1 = 0;
+    if (atomic_exchange(&got_usr1, 0))
         got |= FU_SIG_USR1;
-    }
-    if (got_term) {
-        got_term = 0;
+    if (atomic_exchange(&got_term, 0))
         got |= FU_SIG_TERM;
-    }
     return got;
 }
 

@@ -38,6 +38,9 @@ int fu_signals_install(void);
 int fu_signals_fd(void); /* readable when a signal arrived */
 /* The signals received since the last call (FU_SIG_* bits); drains the self-pipe. */
 unsigned fu_signals_take(void);
+/* As if those signals had arrived (FU_SIG_* bits): what a thread of the runtime calls to
+ * ask the main loop for a reload, safe even where no handler is installed. */
+void fu_signals_raise(unsigned flags);
 
 /* Detaches: fork, setsid, fork. Returns 0 in the daemon, with *report_fd open for
  * fu_daemon_report(); its stdin is /dev/null and stdout/stderr append to `out_path`. Returns

@@ -130,3 +130,17 @@ char *fu_path_join(const char *a, const char *b)
     memcpy(s + la + 1, b, lb + 1);
     return s;
 }
+
+bool fu_config_file_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (!n || n > 200 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_'))
+            return false;
+    }
+    return (n > 5 && !strcmp(name + n - 5, ".yaml")) || (n > 4 && !strcmp(name + n - 4, ".yml"));
+}

@@ -4,6 +4,7 @@
 
 #include "common/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -17,5 +18,8 @@ int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 int fu_mkdirs(const char *path, mode_t mode);
 /* Joins a and b with one '/', into a new string (caller frees); NULL on OOM. */
 char *fu_path_join(const char *a, const char *b);
+/* Whether a config file may be named so by a remote peer (Fusion's update_config and
+ * report_config): a plain name (no directory, not hidden) ending in `.yaml` or `.yml`. */
+bool fu_config_file_name_ok(const char *name);
 
 #endif

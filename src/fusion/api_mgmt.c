@@ -5,6 +5,7 @@
  * the config the API is off (403), never open. */
 #include "fusion/fusion.h"
 
+#include "common/fsutil.h"
 #include "common/json.h"
 #include "common/log.h"
 
@@ -223,6 +224,12 @@ static int parse_command(struct fu_http_req *req, struct command *c, struct fu_h
         fu_http_error(resp, 400, "update_config needs config_yaml: the new file's text");
         return -1;
     }
+    if (c->filename && !fu_config_file_name_ok(c->filename)) {
+        fu_http_error(resp, 400,
+                      "filename must be a plain name in the agent's config dir ending in .yaml "
+                      "or .yml");
+        return -1;
+    }
     return 0;
 }
 
@@ -271,8 +278,10 @@ static void command(struct fu_fusion *f, const char *agent, struct fu_http_req *
         struct fu_session *s = f->sessions[i];
         if (strcmp(s->agent_id, agent) || (task[0] && strcmp(s->task_id, task)))
             continue;
-        if (fu_strv_push(&s->commands, fu_buf_str(&cmd)) < 0)
+        if (fu_strv_push(&s->commands, fu_buf_str(&cmd)) < 0) {
+            ids.oom = true; /* answered 503 */
             break;
+        }
         fu_buf_printf(&ids, "%s\"%s\"", n ? "," : "", s->id);
         n++;
         if (!task[0])

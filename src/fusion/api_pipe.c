@@ -169,7 +169,9 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
         new_session_id(s->id);
         s->task_id = task_id;
         task_id = NULL;
-        const char *colon = strchr(s->task_id, ':');
+        /* task_id is agent_id:pipe_id; an agent id may hold colons (an IPv6 address, v1's
+         * default), so the pipe id is what follows the last one. */
+        const char *colon = strrchr(s->task_id, ':');
         s->agent_id =
             colon ? strndup(s->task_id, (size_t)(colon - s->task_id)) : strdup(s->task_id);
         s->source_uri = source_uri;

@@ -13,7 +13,7 @@ import unittest
 import urllib.request
 
 from harness import Home, free_port, wait_for
-from v1agent import request
+from v1agent import V1Agent, request
 
 FUSION = """
 logging: INFO
@@ -180,6 +180,12 @@ class AgentOps(unittest.TestCase):
         self.assertIn("reload: pipe sync2 stops", log)
         self.assertNotIn("reload: pipe sync1 stops", log)
 
+        # a change of the pipe alone restarts the pipe, not its source's watcher
+        self.reload(a, agent_yaml(self.rx, one, {"sync1": ("s1", "k1", 50)}))
+        wait_for(lambda: self.session_of("v1") not in (None, sid1), timeout=15,
+                 what="the changed pipe's new session")
+        self.assertEqual(a.log_text().count("source s1: watching"), 1)
+
     def test_two_pipes_reading_one_source_share_its_watcher(self):
         self.start_fusion()
         a = self.start_agent(agent_yaml(self.rx, {"s1": (self.root1, [])},
@@ -227,6 +233,7 @@ class AgentOps(unittest.TestCase):
                           ({"type": "stop_pipe"}, "agent_pipe_id"),
                           ({"type": "update_config"}, "config_yaml"),
                           ({"type": "reload_config", "colour": "red"}, "unknown field"),
+                          ({"type": "report_config", "filename": "../x.yaml"}, "filename must"),
                           ({"type": 7}, "must be a string")):
             status, d = mgmt(self.fusion, "POST", "agents/host-a/command", body=body)
             self.assertEqual(status, 400, body)
@@ -293,6 +300,19 @@ class AgentOps(unittest.TestCase):
         wait_for(lambda: json.loads(a.run("status", "--json").stdout)["status"]["reload_seq"]
                  > seq, timeout=15, what="the reload asked by Fusion")
         self.assertIn("Fusion asked for a config reload", a.log_text())
+
+    def test_an_agent_id_with_colons_is_one_agent(self):
+        # v1's default agent id is the address towards Fusion: IPv6 ones hold colons
+        self.start_fusion()
+        v = V1Agent(f"http://127.0.0.1:{self.rx}", "k1", task_id="fd00::1:sync1")
+        self.assertEqual(v.create_session()[0], 200)
+        status, doc = mgmt(self.fusion, "GET", "agents")
+        self.assertEqual([x["agent_id"] for x in doc["agents"]], ["fd00::1"])
+        status, d = mgmt(self.fusion, "POST", "agents/fd00::1/command",
+                         body={"type": "stop_pipe", "agent_pipe_id": "sync1"})
+        self.assertEqual((status, d["sessions"]), (200, [v.session_id]))
+        status, hb = v.heartbeat()
+        self.assertEqual(hb["commands"][0]["type"], "stop_pipe")
 
     def test_management_api_is_off_without_a_key(self):
         self.fusion = Home("fusion")

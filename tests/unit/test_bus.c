@@ -154,6 +154,55 @@ static void test_a_full_ring_overflows_only_the_subscribers_that_lag(void **stat
     fu_bus_free(b);
 }
 
+static void test_rows_sent_by_every_subscriber_leave_the_ring(void **state)
+{
+    (void)state;
+    struct fu_bus *b = fu_bus_new(100000);
+    struct fu_bus_sub *s1 = fu_bus_subscribe(b), *s2 = fu_bus_subscribe(b);
+    char path[32];
+    for (int i = 0; i < 50000; i++) {
+        snprintf(path, sizeof(path), "/f%d", i);
+        up(b, path, 1);
+    }
+    uint64_t upto;
+    struct seen seen = {""}; /* only the first rows fit: enough */
+    while (fu_bus_peek(b, s1, 1000, collect, &seen, &upto) > 0) {
+        seen.text[0] = '\0';
+        fu_bus_commit(b, s1, upto);
+    }
+    struct fu_bus_stats st;
+    fu_bus_stats(b, &st);
+    assert_int_equal(st.held, 50000); /* s2 has not sent them yet */
+    fu_bus_unsubscribe(b, s2);        /* a pipe that stops lets them go too */
+    fu_bus_stats(b, &st);
+    assert_int_equal(st.held, 0);
+    assert_int_equal(st.evicted_unsent, 0);
+    up(b, "/f7", 2); /* the path index let go as well: a new row, not a merge */
+    fu_bus_stats(b, &st);
+    assert_int_equal(st.merged, 0);
+    drain(b, s1, &seen);
+    assert_string_equal(seen.text, "+/f7:2");
+    fu_bus_unsubscribe(b, s1);
+    fu_bus_free(b);
+}
+
+static void test_a_merge_into_the_oldest_row_of_a_full_ring_loses_nothing(void **state)
+{
+    (void)state;
+    struct fu_bus *b = fu_bus_new(3);
+    struct fu_bus_sub *s = fu_bus_subscribe(b);
+    up(b, "/a", 1);
+    up(b, "/b", 1);
+    up(b, "/c", 1);
+    up(b, "/a", 2); /* full: the oldest row is /a itself, merged rather than lost */
+    assert_false(fu_bus_take_overflow(b, s));
+    struct seen seen;
+    drain(b, s, &seen);
+    assert_string_equal(seen.text, "+/b:1 +/c:1 +/a:2");
+    fu_bus_unsubscribe(b, s);
+    fu_bus_free(b);
+}
+
 static void test_merged_rows_make_room_without_an_overflow(void **state)
 {
     (void)state;
@@ -309,6 +358,8 @@ int main(void)
         cmocka_unit_test(test_an_upsert_after_a_delete_is_never_merged_into_it),
         cmocka_unit_test(test_a_path_changed_again_after_its_directory_was_remade_goes_last),
         cmocka_unit_test(test_a_full_ring_overflows_only_the_subscribers_that_lag),
+        cmocka_unit_test(test_rows_sent_by_every_subscriber_leave_the_ring),
+        cmocka_unit_test(test_a_merge_into_the_oldest_row_of_a_full_ring_loses_nothing),
         cmocka_unit_test(test_merged_rows_make_room_without_an_overflow),
         cmocka_unit_test(test_rows_stay_until_committed_and_a_commit_never_goes_back),
         cmocka_unit_test(test_a_row_being_sent_when_merged_is_sent_again_in_its_new_state),

@@ -48,7 +48,7 @@ struct pipe_rt {
     size_t batch_size;
     double timeout, session_timeout;          /* session_timeout: NAN = Fusion decides */
     double audit_interval, sentinel_interval; /* the pipe's; Fusion's replies override them */
-    double retry_base, retry_mult, retry_cap;  /* backoff while Fusion cannot be reached */
+    double retry_base, retry_mult, retry_cap; /* backoff while Fusion cannot be reached */
     int max_errors;                           /* failures in a row before an error line */
     struct source_ent *src;                   /* the source it reads, shared */
     struct fu_bus_sub *sub;                   /* its cursor on the source's bus */
@@ -59,8 +59,8 @@ struct pipe_rt {
     pthread_cond_t cv;
     bool stop;
     bool stopped_by_command; /* stop_pipe: a reload starts it again */
-    bool kick; /* wakes the pipe thread: its role changed, or a command came */
-    struct job *jobs; /* commands to run in the pipe thread */
+    bool kick;               /* wakes the pipe thread: its role changed, or a command came */
+    struct job *jobs;        /* commands to run in the pipe thread */
     size_t njobs;
     struct fu_dircache *dircache;         /* the leader's audits, kept for the session */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
@@ -313,8 +313,7 @@ static void read_commands(struct pipe_rt *p, struct fu_jr *r)
     enum fu_json_tok t;
     struct fu_buf yaml = FU_BUF_INIT;
     while ((t = fu_jr_next(r)) == FU_JSON_OBJ_BEGIN) {
-        char type[32] = "", path[4096] = "/", job[128] = "", pipe_id[256] = "",
-             filename[256] = "";
+        char type[32] = "", path[4096] = "/", job[128] = "", pipe_id[256] = "", filename[256] = "";
         bool recursive = true, too_long = false;
         fu_buf_reset(&yaml);
         while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
@@ -1105,8 +1104,8 @@ static char *config_name(struct fu_agent *a, const char *given)
     pthread_mutex_lock(&a->cfg_mu);
     const char *act = a->active_file ? strrchr(a->active_file, '/') : NULL;
     size_t dl = a->dir ? strlen(a->dir) : 0;
-    bool in_dir = act && dl && (size_t)(act - a->active_file) == dl &&
-                  !strncmp(a->active_file, a->dir, dl);
+    bool in_dir =
+        act && dl && (size_t)(act - a->active_file) == dl && !strncmp(a->active_file, a->dir, dl);
     char *name = in_dir ? strdup(act + 1) : NULL;
     pthread_mutex_unlock(&a->cfg_mu);
     return name;
@@ -1128,10 +1127,10 @@ static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
 {
     char *name = config_name(p->agent, filename), *dir = config_dir(p->agent);
     struct fu_buf yaml = FU_BUF_INIT, body = FU_BUF_INIT, out = FU_BUF_INIT;
-    int rc = !dir                       ? -ENOMEM
-             : !name                    ? -ENOENT
+    int rc = !dir                            ? -ENOMEM
+             : !name                         ? -ENOENT
              : !fu_config_file_name_ok(name) ? -EINVAL
-                                        : fu_cfgupd_read(dir, name, &yaml);
+                                             : fu_cfgupd_read(dir, name, &yaml);
     free(dir);
     if (rc < 0) {
         if (asked || name)
@@ -1204,12 +1203,11 @@ static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
     pthread_mutex_lock(&a->cfg_mu);
     for (size_t i = 0; i < a->files.n; i++)
         fu_strv_push(&files, a->files.v[i]);
-    char *dir = strdup(a->dir ? a->dir : ""), *active = a->active_file ? strdup(a->active_file)
-                                                                       : NULL;
+    char *dir = strdup(a->dir ? a->dir : ""),
+         *active = a->active_file ? strdup(a->active_file) : NULL;
     bool copied = files.n == a->files.n && dir && (!a->active_file || active);
     pthread_mutex_unlock(&a->cfg_mu);
-    int rc = copied ? fu_cfgupd_apply(dir, &files, active, name, yaml, strlen(yaml), &d)
-                    : -ENOMEM;
+    int rc = copied ? fu_cfgupd_apply(dir, &files, active, name, yaml, strlen(yaml), &d) : -ENOMEM;
     pthread_mutex_unlock(&a->update_mu);
     fu_strv_free(&files);
     free(dir);
@@ -1223,8 +1221,8 @@ static void update_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
         free(line);
     }
     if (rc == 0) {
-        fu_info("pipe %s: Fusion updated config file %s (the old one is %s.bak); reloading",
-                p->id, name, name);
+        fu_info("pipe %s: Fusion updated config file %s (the old one is %s.bak); reloading", p->id,
+                name, name);
         fu_signals_raise(FU_SIG_HUP);
     } else {
         fu_error("pipe %s: update_config of %s refused (%s); the running config is unchanged",
@@ -1582,10 +1580,10 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
     p->sentinel_interval = cp->sentinel_interval_sec;
     p->retry_base = cp->error_retry_interval > 0 ? cp->error_retry_interval : 0.1;
     p->retry_mult = cp->backoff_multiplier;
-    p->retry_cap = cp->max_backoff_seconds > p->retry_base ? cp->max_backoff_seconds
-                                                            : p->retry_base;
-    p->max_errors = (int)(cp->max_consecutive_errors < 1000000 ? cp->max_consecutive_errors
-                                                                : 1000000);
+    p->retry_cap =
+        cp->max_backoff_seconds > p->retry_base ? cp->max_backoff_seconds : p->retry_base;
+    p->max_errors =
+        (int)(cp->max_consecutive_errors < 1000000 ? cp->max_consecutive_errors : 1000000);
     if (!p->id || !p->task_id || !p->root || !p->file_pattern || !p->key || !p->uris.n ||
         p->exclude.n != src->exclude.n + 1 || p->wakefd < 0) {
         snprintf(err, errlen, "pipe %s: out of memory", cp->it.id);
@@ -1652,8 +1650,7 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
                 fu_info("pipe %s: %s under way: %llu entries (%llu directories) sent to the "
                         "queue in %.0f s, %.0f entries/s",
                         p->id, phase_names[ph], (unsigned long long)rows,
-                        (unsigned long long)atomic_load(&p->walk_dirs), t,
-                        (double)rows / t);
+                        (unsigned long long)atomic_load(&p->walk_dirs), t, (double)rows / t);
                 p->progress_logged = now;
             }
             fu_jw_ckey(w, "progress");

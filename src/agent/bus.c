@@ -264,8 +264,7 @@ int fu_bus_sub_fd(const struct fu_bus_sub *s)
 }
 
 size_t fu_bus_peek(struct fu_bus *b, struct fu_bus_sub *s, size_t max,
-                   void (*fn)(void *ctx, const struct fu_watch_row *r), void *ctx,
-                   uint64_t *upto)
+                   void (*fn)(void *ctx, const struct fu_watch_row *r), void *ctx, uint64_t *upto)
 {
     size_t n = 0;
     pthread_mutex_lock(&b->mu);

@@ -55,8 +55,7 @@ int fu_bus_sub_fd(const struct fu_bus_sub *s);
  * Returns the number of rows given to fn. The cursor does not move: fu_bus_commit does,
  * once the rows are safely sent. */
 size_t fu_bus_peek(struct fu_bus *b, struct fu_bus_sub *s, size_t max,
-                   void (*fn)(void *ctx, const struct fu_watch_row *r), void *ctx,
-                   uint64_t *upto);
+                   void (*fn)(void *ctx, const struct fu_watch_row *r), void *ctx, uint64_t *upto);
 void fu_bus_commit(struct fu_bus *b, struct fu_bus_sub *s, uint64_t upto);
 /* Whether the subscriber overflowed since the last call (clears it). */
 bool fu_bus_take_overflow(struct fu_bus *b, struct fu_bus_sub *s);

@@ -38,8 +38,7 @@ int fu_cfgupd_apply(const char *dir, const struct fu_strv *files, const char *ac
 {
     if (!fu_config_file_name_ok(name)) {
         fu_diags_add(d, FU_SEV_ERROR, NULL, 0, 0,
-                     "'%s' is not a config file name (a plain name ending in .yaml or .yml)",
-                     name);
+                     "'%s' is not a config file name (a plain name ending in .yaml or .yml)", name);
         return -EINVAL;
     }
     char *target = fu_path_join(dir, name);

@@ -174,8 +174,8 @@ static void *source_main(void *arg)
             fu_bus_lost(s->bus);
         } else if (rc < 0) {
             const char *why = rc == -ESTALE ? "the root went away" : strerror(-rc);
-            fu_error("source %s: watching failed: %s; watching again, and the pipes resync",
-                     s->id, why);
+            fu_error("source %s: watching failed: %s; watching again, and the pipes resync", s->id,
+                     why);
             watcher_close(&w);
             reopened = true; /* the resync waits until the new watches are in place */
             set_ready(s, false);

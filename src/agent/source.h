@@ -1,8 +1,8 @@
 /* A running source (Fustor v1 §1.3): the realtime watcher of one `fs` source and the bus it
  * fills, shared by every pipe that reads the source. Its thread watches the tree (inotify,
  * one watch per directory; or fanotify, one mark per filesystem), puts each change on the
- * bus, and reopens the watches when the root goes away; lost events (a kernel queue overflow, a watcher restart) mark every
- * subscriber overflowed, so that their pipes resync. */
+ * bus, and reopens the watches when the root goes away; lost events (a kernel queue overflow, a
+ * watcher restart) mark every subscriber overflowed, so that their pipes resync. */
 #ifndef FU_AGENT_SOURCE_H
 #define FU_AGENT_SOURCE_H
 
@@ -23,8 +23,8 @@ struct fu_source_opts {
     bool cross_filesystems;
     double min_window_sec; /* evicting a watch of a directory active more recently than this
                               (at the watch limit) logs a warning; 0: never */
-    bool fanotify; /* one fanotify mark per filesystem instead of inotify watches, where the
-                      kernel, the filesystem and the privileges allow; else inotify */
+    bool fanotify;         /* one fanotify mark per filesystem instead of inotify watches, where the
+                              kernel, the filesystem and the privileges allow; else inotify */
 };
 
 /* Starts the watcher thread. Returns 0 or -errno. */
@@ -37,7 +37,7 @@ struct fu_bus *fu_source_bus(struct fu_source *s);
 bool fu_source_ready(struct fu_source *s);
 
 struct fu_source_status {
-    const char *watcher; /* "inotify" or "fanotify" */
+    const char *watcher;    /* "inotify" or "fanotify" */
     size_t watches, failed; /* failed: errors, and directories left out at the watch limit */
     size_t unwatched;       /* ... of which left out at the limit (inotify) */
     struct fu_bus_stats bus;

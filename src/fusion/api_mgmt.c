@@ -164,8 +164,7 @@ static int parse_command(struct fu_http_req *req, struct command *c, struct fu_h
     int rc = 0;
     if (t != FU_JSON_OBJ_BEGIN) {
         if (t == FU_JSON_ERROR)
-            fu_http_error(resp, 400, "malformed JSON body: %s at byte %zu", r.err_msg,
-                          r.err_off);
+            fu_http_error(resp, 400, "malformed JSON body: %s at byte %zu", r.err_msg, r.err_off);
         else
             fu_http_error(resp, 400, "expected a JSON object: {\"type\": ...}");
         rc = -1;
@@ -175,11 +174,11 @@ static int parse_command(struct fu_http_req *req, struct command *c, struct fu_h
         size_t kl = r.str_len < sizeof(key) - 1 ? r.str_len : sizeof(key) - 1;
         memcpy(key, r.str, kl);
         key[kl] = '\0';
-        char **slot = !strcmp(key, "type")                                      ? &c->type
+        char **slot = !strcmp(key, "type")                                       ? &c->type
                       : !strcmp(key, "agent_pipe_id") || !strcmp(key, "pipe_id") ? &c->pipe_id
-                      : !strcmp(key, "filename")                                ? &c->filename
-                      : !strcmp(key, "config_yaml")                             ? &c->yaml
-                                                                                : NULL;
+                      : !strcmp(key, "filename")                                 ? &c->filename
+                      : !strcmp(key, "config_yaml")                              ? &c->yaml
+                                                                                 : NULL;
         if (!slot || r.str_len != kl) {
             fu_http_error(resp, 400, "unknown field '%s' in a command", key);
             rc = -1;

@@ -43,9 +43,9 @@ struct fu_session {
     double last_activity; /* monotonic */
     double timeout;
     bool can_realtime;
-    char *agent_status;      /* JSON text from the last heartbeat, or NULL */
-    struct fu_strv commands; /* JSON objects queued for the next heartbeat */
-    char *reported_config;   /* from a config_report batch: the YAML text */
+    char *agent_status;         /* JSON text from the last heartbeat, or NULL */
+    struct fu_strv commands;    /* JSON objects queued for the next heartbeat */
+    char *reported_config;      /* from a config_report batch: the YAML text */
     char *reported_config_file; /* ... and its file name */
 };
 

@@ -47,8 +47,8 @@ static void collect(void *ctx, const struct fu_watch_row *r)
         snprintf(s->text + n, sizeof(s->text) - n, "%s-%.*s", n ? " " : "", (int)r->path_len,
                  r->path);
     else
-        snprintf(s->text + n, sizeof(s->text) - n, "%s+%.*s:%llu", n ? " " : "",
-                 (int)r->path_len, r->path, (unsigned long long)r->size);
+        snprintf(s->text + n, sizeof(s->text) - n, "%s+%.*s:%llu", n ? " " : "", (int)r->path_len,
+                 r->path, (unsigned long long)r->size);
 }
 
 /* Everything queued for s, committed. */

@@ -18,7 +18,7 @@
 
 #define GOOD                                                                                       \
     "sources:\n  s: {driver: fs, uri: /tmp}\n"                                                     \
-    "senders:\n  f: {driver: fusion, uri: \"http://127.0.0.1:1\", credential: {key: k}}\n"        \
+    "senders:\n  f: {driver: fusion, uri: \"http://127.0.0.1:1\", credential: {key: k}}\n"         \
     "pipes:\n  p: {source: s, sender: f}\n"
 
 static char dir[64];
@@ -146,12 +146,12 @@ static void test_a_new_file_is_validated_with_the_others(void **state)
     /* defines a pipe whose source is in default.yaml: valid only together */
     const char *extra = "senders:\n  g: {driver: http, uri: \"http://127.0.0.1:2\"}\n"
                         "pipes:\n  other: {source: s, sender: g}\n";
-    assert_int_equal(
-        fu_cfgupd_apply(dir, &files, active, "extra.yaml", extra, strlen(extra), &d), 0);
+    assert_int_equal(fu_cfgupd_apply(dir, &files, active, "extra.yaml", extra, strlen(extra), &d),
+                     0);
     char *now = get("extra.yaml");
     assert_string_equal(now, extra);
     free(now);
-    assert_null(get("extra.yaml.bak")); /* nothing to keep */
+    assert_null(get("extra.yaml.bak"));                /* nothing to keep */
     const char *dup = "sources:\n  s: {driver: fs}\n"; /* uri missing */
     assert_int_equal(fu_cfgupd_apply(dir, &files, active, "bad.yaml", dup, strlen(dup), &d),
                      -EINVAL);

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "watch_rows.h"
+
 #include "agent/source_fs/watch_fanotify.h"
 
 #include <errno.h>
@@ -23,30 +25,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-struct rows {
-    struct {
-        char path[256];
-        int op;
-        bool atomic, dir;
-        uint64_t size;
-    } v[64];
-    size_t n;
-};
-
-static int collect(void *ctx, const struct fu_watch_row *r)
-{
-    struct rows *s = ctx;
-    if (s->n < 64) {
-        snprintf(s->v[s->n].path, sizeof(s->v[0].path), "%s", r->path);
-        s->v[s->n].op = r->op;
-        s->v[s->n].atomic = r->atomic;
-        s->v[s->n].dir = r->is_dir;
-        s->v[s->n].size = r->size;
-    }
-    s->n++;
-    return 0;
-}
 
 /* root and outside share the group's watcher; sibling is root's name plus a suffix, so a
  * plain prefix test would take it for a part of the root. */

@@ -889,16 +889,7 @@ static int new_dir_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (v[i].is_dir)
             add_watch(w, v[i].path);
-        struct fu_watch_row r = {
-            .op = FU_WATCH_UPSERT,
-            .atomic = true,
-            .is_dir = v[i].is_dir,
-            .path = v[i].path,
-            .path_len = v[i].path_len,
-            .size = v[i].size,
-            .mtime = v[i].mtime,
-            .ctime = v[i].ctime,
-        };
+        struct fu_watch_row r = fu_watch_row_of(&v[i]);
         if (emit_row(w, &r) < 0)
             return w->rc;
     }

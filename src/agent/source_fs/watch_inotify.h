@@ -17,6 +17,7 @@
 #ifndef FU_AGENT_WATCH_INOTIFY_H
 #define FU_AGENT_WATCH_INOTIFY_H
 
+#include "agent/source_fs/scan.h"
 #include "common/strv.h"
 
 #include <stdbool.h>
@@ -34,6 +35,22 @@ struct fu_watch_row {
     uint64_t size;
     double mtime, ctime;
 };
+
+/* A walked entry (a new directory's contents) as an atomic upsert row; the path is
+ * borrowed from the entry. */
+static inline struct fu_watch_row fu_watch_row_of(const struct fu_scan_entry *e)
+{
+    return (struct fu_watch_row){
+        .op = FU_WATCH_UPSERT,
+        .atomic = true,
+        .is_dir = e->is_dir,
+        .path = e->path,
+        .path_len = e->path_len,
+        .size = e->size,
+        .mtime = e->mtime,
+        .ctime = e->ctime,
+    };
+}
 
 /* Receives rows; return < 0 to stop reading. */
 typedef int (*fu_watch_emit)(void *ctx, const struct fu_watch_row *r);

@@ -1666,10 +1666,7 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
             fu_jw_obj_end(w);
         }
         fu_jw_ckey(w, "session");
-        if (sid[0])
-            fu_jw_cstr(w, sid);
-        else
-            fu_jw_null(w);
+        fu_jw_cstr(w, sid[0] ? sid : NULL);
         fu_jw_ckey(w, "epoch");
         fu_jw_uint(w, atomic_load(&p->epoch));
         fu_jw_ckey(w, "events_sent");
@@ -1698,10 +1695,7 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_ckey(w, "watch_limit");
         fu_jw_int(w, limit);
         fu_jw_ckey(w, "last_error");
-        if (err[0])
-            fu_jw_cstr(w, err);
-        else
-            fu_jw_null(w);
+        fu_jw_cstr(w, err[0] ? err : NULL);
         fu_jw_obj_end(w);
     }
     fu_jw_arr_end(w);

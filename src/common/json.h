@@ -122,6 +122,8 @@ void fu_jw_bool(struct fu_jw *w, bool v);
 void fu_jw_null(struct fu_jw *w);
 /* A value that is already JSON text, copied verbatim. */
 void fu_jw_raw(struct fu_jw *w, const char *json, size_t n);
+/* The same for a NUL-terminated text; NULL writes null. */
+void fu_jw_json(struct fu_jw *w, const char *json);
 
 /* Copies the value whose first token `t` was just read from `r` into `w`, token by token:
  * the result is the writer's canonical form (non-UTF-8 bytes escaped, numbers normalised).

@@ -255,6 +255,14 @@ void fu_jw_raw(struct fu_jw *w, const char *json, size_t n)
     fu_buf_append(w->out, json, n);
 }
 
+void fu_jw_json(struct fu_jw *w, const char *json)
+{
+    if (json)
+        fu_jw_raw(w, json, strlen(json));
+    else
+        fu_jw_null(w);
+}
+
 /* 0: copy as is; 1: needs an escape; 2: non-ASCII, check UTF-8. */
 static const unsigned char esc_class[256] = {
     [0 ... 0x1F] = 1,

@@ -52,15 +52,9 @@ static void session_json(struct fu_jw *w, const struct fu_session *s)
     fu_jw_ckey(w, "source_uri");
     fu_jw_cstr(w, s->source_uri);
     fu_jw_ckey(w, "agent_status");
-    if (s->agent_status)
-        fu_jw_raw(w, s->agent_status, strlen(s->agent_status));
-    else
-        fu_jw_null(w);
+    fu_jw_json(w, s->agent_status);
     fu_jw_ckey(w, "config_file");
-    if (s->reported_config_file)
-        fu_jw_cstr(w, s->reported_config_file);
-    else
-        fu_jw_null(w);
+    fu_jw_cstr(w, s->reported_config_file); /* NULL: null */
     fu_jw_ckey(w, "commands_queued");
     fu_jw_uint(w, s->commands.n);
     fu_jw_obj_end(w);
@@ -121,15 +115,9 @@ static void agent_config(struct fu_fusion *f, const char *agent, struct fu_http_
         fu_jw_ckey(&w, "task_id");
         fu_jw_cstr(&w, s->task_id);
         fu_jw_ckey(&w, "filename");
-        if (s->reported_config_file)
-            fu_jw_cstr(&w, s->reported_config_file);
-        else
-            fu_jw_null(&w);
+        fu_jw_cstr(&w, s->reported_config_file);
         fu_jw_ckey(&w, "config_yaml");
-        if (s->reported_config)
-            fu_jw_cstr(&w, s->reported_config);
-        else
-            fu_jw_null(&w);
+        fu_jw_cstr(&w, s->reported_config);
         fu_jw_obj_end(&w);
     }
     pthread_mutex_unlock(&f->mu);

@@ -470,10 +470,7 @@ static void sessions(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp
         fu_jw_ckey(&w, "can_send");
         fu_jw_bool(&w, true);
         fu_jw_ckey(&w, "agent_status");
-        if (s->agent_status)
-            fu_jw_raw(&w, s->agent_status, strlen(s->agent_status));
-        else
-            fu_jw_null(&w);
+        fu_jw_json(&w, s->agent_status);
         fu_jw_obj_end(&w);
     }
     pthread_mutex_unlock(&f->mu);

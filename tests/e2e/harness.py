@@ -110,6 +110,15 @@ class Home:
         with open(self.pidfile) as f:
             return int(f.read().strip())
 
+    def start_daemon(self, test, *args):
+        """`start -D` (with args), which must succeed; the test stops it and removes the
+        home when it ends (cleanups run last-added first: stop, then cleanup)."""
+        r = self.run("start", *args, "-D")
+        test.assertEqual(r.returncode, 0, r.stderr)
+        test.addCleanup(self.cleanup)
+        test.addCleanup(self.run, "stop")
+        return r
+
     def cleanup(self):
         """Stops anything still running from this home, then removes it. Fails if a
         sanitizer reported anything in the daemon's log."""

@@ -67,18 +67,12 @@ class AgentSnapshot(unittest.TestCase):
         self.api = f"http://127.0.0.1:{self.fusion.api_port}/api/v1/views/v"
 
     def start_fusion(self):
-        r = self.fusion.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(self.fusion.cleanup)
-        self.addCleanup(self.fusion.run, "stop")
+        self.fusion.start_daemon(self)
 
     def start_agent(self, agent_id):
         a = Home("agent")
         a.put("default.yaml", AGENT.format(agent_id=agent_id, root=self.root, rx=self.rx))
-        r = a.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(a.cleanup)
-        self.addCleanup(a.run, "stop")
+        a.start_daemon(self)
         return a
 
     def tree_paths(self):
@@ -392,16 +386,10 @@ class BlindSpots(unittest.TestCase):
 
     def start(self, audit, hot=1):
         self.fusion.put("default.yaml", FUSION_AUDIT.format(rx=self.rx, audit=audit, hot=hot))
-        r = self.fusion.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(self.fusion.cleanup)
-        self.addCleanup(self.fusion.run, "stop")
+        self.fusion.start_daemon(self)
         a = Home("agent")
         a.put("default.yaml", AGENT.format(agent_id="host-a", root=self.mnt, rx=self.rx))
-        r = a.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(a.cleanup)
-        self.addCleanup(a.run, "stop")
+        a.start_daemon(self)
         wait_for(lambda: self.node("/d2/f4.dat") is not None, timeout=20, what="snapshot")
         return a
 

@@ -93,18 +93,12 @@ class AgentOps(unittest.TestCase):
     def start_fusion(self, p1_extra=""):
         self.fusion = Home("fusion")
         self.fusion.put("default.yaml", FUSION.format(rx=self.rx, p1_extra=p1_extra))
-        r = self.fusion.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(self.fusion.cleanup)
-        self.addCleanup(self.fusion.run, "stop")
+        self.fusion.start_daemon(self)
 
     def start_agent(self, text):
         a = Home("agent")
         a.put("default.yaml", text)
-        r = a.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(a.cleanup)
-        self.addCleanup(a.run, "stop")
+        a.start_daemon(self)
         return a
 
     def view(self, v):
@@ -319,10 +313,7 @@ class AgentOps(unittest.TestCase):
         self.fusion.put("default.yaml",
                         FUSION.format(rx=self.rx, p1_extra="").replace("management_api_key: mk\n",
                                                                         ""))
-        r = self.fusion.run("start", "-D")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(self.fusion.cleanup)
-        self.addCleanup(self.fusion.run, "stop")
+        self.fusion.start_daemon(self)
         status, d = mgmt(self.fusion, "GET", "agents")
         self.assertEqual(status, 403)
         self.assertIn("management_api_key", d["detail"])

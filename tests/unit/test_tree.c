@@ -377,6 +377,86 @@ static void test_random_workload_keeps_aggregates_exact(void **state)
     fu_tree_free(&t);
 }
 
+/* A walk from the root by fu_tree_child alone: what a lookup must find, whatever the tree
+ * remembers of the last directory written to. */
+static fu_nid walk_from_root(const struct fu_tree *t, const char *path)
+{
+    fu_nid cur = FU_NID_ROOT;
+    const char *p = path;
+    while (*p && cur != FU_NID_NONE) {
+        while (*p == '/')
+            p++;
+        size_t n = strcspn(p, "/");
+        if (!n)
+            break;
+        if (!(fu_tree_node(t, cur)->flags & FU_N_DIR))
+            return FU_NID_NONE;
+        cur = fu_tree_child(t, cur, p, n);
+        p += n;
+    }
+    return cur;
+}
+
+static fu_nid put_known(struct fu_tree *t, const char *path, bool dir, double mtime)
+{
+    struct fu_attr a = {.size = 1, .mtime = mtime, .ctime = mtime};
+    fu_nid known = look(t, path), id;
+    assert_int_equal(known, walk_from_root(t, path));
+    assert_int_equal(fu_tree_upsert_known(t, path, strlen(path), dir, known, &a, &id), 0);
+    assert_int_equal(walk_from_root(t, path), id);
+    return id;
+}
+
+static void test_the_remembered_directory_never_misleads_a_lookup(void **state)
+{
+    (void)state;
+    struct fu_tree t;
+    assert_int_equal(fu_tree_init(&t), 0);
+    /* Freed ids are reused: a directory removed and its id handed to another entry must not
+     * be found again under the old path. */
+    fu_nid e = put_known(&t, "/d/e/f", false, 1);
+    assert_int_equal(fu_tree_delete(&t, "/d/e", 4), 2);
+    fu_nid q = put_known(&t, "/q", true, 2);
+    put_known(&t, "/q/r", false, 3);
+    assert_int_equal(look(&t, "/d/e/f"), FU_NID_NONE);
+    assert_int_equal(look(&t, "/d/e/g"), FU_NID_NONE);
+    fu_nid g = put_known(&t, "/d/e/g", false, 4);
+    assert_int_not_equal(g, FU_NID_NONE);
+    assert_int_equal(look(&t, "/d/e/g"), g);
+    (void)e;
+    (void)q;
+    /* A type switch of the remembered directory. */
+    put_known(&t, "/s/t/u", false, 5);
+    put_known(&t, "/s/t", false, 6); /* the directory becomes a file */
+    assert_int_equal(look(&t, "/s/t/u"), FU_NID_NONE);
+    assert_true(look(&t, "/s/t/v") == FU_NID_NONE);
+    put_known(&t, "/s/t/v", false, 7); /* and a directory again */
+    assert_true(fu_tree_node(&t, look(&t, "/s/t"))->flags & FU_N_DIR);
+    /* Odd spellings: repeated and trailing slashes walk like the plain path. */
+    put_known(&t, "/m/n/o", false, 8);
+    assert_int_equal(look(&t, "/m//n/o"), look(&t, "/m/n/o"));
+    assert_int_equal(look(&t, "/m/n/"), look(&t, "/m/n"));
+    assert_int_equal(look(&t, "/m/n/o/"), look(&t, "/m/n/o"));
+    put_known(&t, "/m/n//p", false, 9);
+    assert_int_equal(look(&t, "/m/n/p"), walk_from_root(&t, "/m/n/p"));
+    /* A random workload, every lookup checked against a walk from the root. */
+    for (int step = 0; step < 6000; step++) {
+        char path[32];
+        int depth = 1 + (int)(rnd() % 3), len = 0;
+        for (int d = 0; d < depth; d++)
+            len += snprintf(path + len, sizeof(path) - (size_t)len, "/%c", (char)('a' + rnd() % 3));
+        uint64_t op = rnd() % 10;
+        if (op < 6)
+            put_known(&t, path, rnd() % 3 == 0, (double)(rnd() % 500));
+        else if (op < 8)
+            fu_tree_delete(&t, path, (size_t)len);
+        else
+            assert_int_equal(look(&t, path), walk_from_root(&t, path));
+        check_invariants(&t);
+    }
+    fu_tree_free(&t);
+}
+
 static void test_many_entries_grow_and_shrink_the_index(void **state)
 {
     (void)state;
@@ -518,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_suspect_flags_are_counted_in_aggregates),
         cmocka_unit_test(test_lineage_pairs_are_interned),
         cmocka_unit_test(test_random_workload_keeps_aggregates_exact),
+        cmocka_unit_test(test_the_remembered_directory_never_misleads_a_lookup),
         cmocka_unit_test(test_many_entries_grow_and_shrink_the_index),
         cmocka_unit_test(test_equal_names_are_stored_once),
         cmocka_unit_test(test_compaction_reclaims_the_names_of_deleted_entries),

@@ -155,6 +155,9 @@ struct worker {
     size_t *offs, *poffs; /* path offsets into arena, parent path offsets */
     size_t n;
     struct fu_buf arena;
+    const char *last_parent; /* the parent path last copied into the arena, and where */
+    size_t last_poff;
+    struct fu_buf path; /* the entry being looked at: its directory's path, '/', its name */
 };
 
 static void walk_error(struct walk *w, const char *what, const char *path, int err)
@@ -214,6 +217,7 @@ static int flush(struct worker *k)
     }
     int rc = k->arena.oom ? -ENOMEM : k->w->emit(k->w->ctx, k->v, k->n);
     k->n = 0;
+    k->last_parent = NULL;
     fu_buf_reset(&k->arena);
     return rc;
 }
@@ -226,8 +230,12 @@ static int add(struct worker *k, const char *path, size_t len, const char *paren
     k->v[i].path_len = len;
     k->offs[i] = k->arena.len;
     fu_buf_append(&k->arena, path, len + 1);
-    k->poffs[i] = k->arena.len;
-    fu_buf_append(&k->arena, parent, strlen(parent) + 1);
+    if (parent != k->last_parent) { /* a directory's entries share one copy */
+        k->last_parent = parent;
+        k->last_poff = k->arena.len;
+        fu_buf_append(&k->arena, parent, strlen(parent) + 1);
+    }
+    k->poffs[i] = k->last_poff;
     return k->n == k->w->o->chunk ? flush(k) : 0;
 }
 
@@ -310,33 +318,35 @@ static int list_dir(struct worker *k, struct job *j, int fd, double mtime, bool 
             }
             if (type != DT_DIR && type != DT_REG)
                 continue; /* symlinks, devices, sockets, fifos: not followed, not reported */
-            char *p = join(j->path, name);
-            if (!p) {
+            size_t dlen = j->path[1] ? strlen(j->path) : 0;
+            fu_buf_reset(&k->path);
+            fu_buf_append(&k->path, j->path, dlen);
+            fu_buf_putc(&k->path, '/');
+            fu_buf_append(&k->path, name, strlen(name) + 1);
+            if (k->path.oom) {
                 walk_error(w, "cannot scan", j->path, ENOMEM);
                 continue;
             }
-            if (fu_scan_excluded(o->exclude, name, p)) {
-                free(p);
+            const char *p = k->path.data;
+            size_t plen = k->path.len - 1;
+            if (fu_scan_excluded(o->exclude, name, p))
                 continue;
-            }
             if (type == DT_DIR) {
-                if (!o->recursive && j->depth >= 1) {
-                    free(p);
+                if (!o->recursive && j->depth >= 1)
+                    continue;
+                char *sub = strdup(p), *parent = strdup(j->path);
+                if (!sub || !parent) {
+                    free(sub);
+                    free(parent);
+                    walk_error(w, "cannot scan", p, ENOMEM);
                     continue;
                 }
-                char *parent = strdup(j->path);
-                if (!parent) {
-                    free(p);
-                    continue;
-                }
-                push_job(w, (struct job){p, parent, mtime, j->depth + 1});
+                push_job(w, (struct job){sub, parent, mtime, j->depth + 1});
                 continue;
             }
             if (skipped || o->dirs_only ||
-                (o->file_pattern && fnmatch(o->file_pattern, name, 0) != 0)) {
-                free(p);
+                (o->file_pattern && fnmatch(o->file_pattern, name, 0) != 0))
                 continue;
-            }
             struct fu_scan_entry e = {
                 .size = sx.stx_size,
                 .mtime = ts(sx.stx_mtime),
@@ -344,8 +354,7 @@ static int list_dir(struct worker *k, struct job *j, int fd, double mtime, bool 
                 .parent_mtime = mtime,
             };
             atomic_fetch_add(&w->stats->files, 1);
-            int rc = add(k, p, strlen(p), j->path, &e);
-            free(p);
+            int rc = add(k, p, plen, j->path, &e);
             if (rc < 0)
                 return rc;
         }
@@ -373,6 +382,7 @@ static int do_dir(struct worker *k, struct job *j)
     struct walk *w = k->w;
     const struct fu_scan_opts *o = w->o;
     const char *rel = j->path[1] ? j->path + 1 : ".";
+    k->last_parent = NULL; /* the last job's strings are gone, their addresses reused */
     int fd = open_beneath(w->rootfd, rel);
     struct statx sx;
     bool readable = fd >= 0;
@@ -544,6 +554,7 @@ int fu_scan(const struct fu_scan_opts *opts, fu_scan_emit emit, void *ctx,
         free(ks[i].offs);
         free(ks[i].poffs);
         fu_buf_free(&ks[i].arena);
+        fu_buf_free(&ks[i].path);
     }
     int rc = (!ks || !tids || (!started && !(ks && ks[0].v))) ? -ENOMEM : w.rc;
     free(ks);

@@ -273,7 +273,7 @@ static void apply_upsert(struct fu_fs *s, const struct fu_row *r, const char *pa
         .lineage = lineage,
     };
     fu_nid id;
-    if (fu_tree_upsert(s->tree, path, len, r->is_dir, &a, &id) < 0)
+    if (fu_tree_upsert_known(s->tree, path, len, r->is_dir, old, &a, &id) < 0)
         return;
 
     /* 5. Suspects and blind spots, by the authority of the source. */

@@ -472,6 +472,7 @@ static void node_release(struct fu_tree *t, fu_nid id)
         agg_release(t, n->agg);
     if (n->flags & t->hook_mask)
         t->release_hook(t->hook_ctx, id, n->flags);
+    t->dc_id = FU_NID_NONE;
     n->flags = FU_N_FREE;
     n->next = t->free_head;
     t->free_head = id;
@@ -546,6 +547,7 @@ int fu_tree_init(struct fu_tree *t)
     memset(t, 0, sizeof(*t));
     t->free_head = FU_NID_NONE;
     t->agg_free = UINT32_MAX;
+    t->dc_id = FU_NID_NONE;
     /* Lineage 0 is the empty pair: "unknown". */
     if (grow_slots(t) < 0 || fu_strv_push(&t->lineages, "") < 0 ||
         fu_strv_push(&t->lineages, "") < 0)
@@ -563,13 +565,45 @@ void fu_tree_free(struct fu_tree *t)
     free(t->slots);
     free(t->aggs);
     fu_strv_free(&t->lineages);
+    free(t->dc_path);
     memset(t, 0, sizeof(*t));
+}
+
+/* Where a walk down to `path` may start: the remembered directory when it is the path's
+ * parent (then *i is the length of the parent's path), else the root (*i = 0). */
+static fu_nid walk_start(const struct fu_tree *t, const char *path, size_t len, size_t *i)
+{
+    *i = 0;
+    if (t->dc_id == FU_NID_NONE || len <= t->dc_len || path[t->dc_len] != '/' ||
+        memcmp(path, t->dc_path, t->dc_len) != 0 ||
+        memchr(path + t->dc_len + 1, '/', len - t->dc_len - 1))
+        return FU_NID_ROOT;
+    *i = t->dc_len;
+    return t->dc_id;
+}
+
+/* Remembers directory `dir` as the one at path[0..len). */
+static void remember_dir(struct fu_tree *t, const char *path, size_t len, fu_nid dir)
+{
+    if (len + 1 > t->dc_cap) {
+        size_t cap = len + 64;
+        char *p = realloc(t->dc_path, cap);
+        if (!p) {
+            t->dc_id = FU_NID_NONE;
+            return;
+        }
+        t->dc_path = p;
+        t->dc_cap = cap;
+    }
+    memcpy(t->dc_path, path, len);
+    t->dc_len = len;
+    t->dc_id = dir;
 }
 
 fu_nid fu_tree_lookup(const struct fu_tree *t, const char *path, size_t len)
 {
-    fu_nid cur = FU_NID_ROOT;
-    size_t i = 0;
+    size_t i;
+    fu_nid cur = walk_start(t, path, len, &i);
     while (i < len && cur != FU_NID_NONE) {
         while (i < len && path[i] == '/')
             i++;
@@ -616,8 +650,8 @@ static void set_attrs(struct fu_tree *t, fu_nid id, const struct fu_attr *a)
 int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
                    const struct fu_attr *a, fu_nid *out)
 {
-    fu_nid cur = FU_NID_ROOT;
-    size_t i = 0;
+    size_t i;
+    fu_nid cur = walk_start(t, path, len, &i);
     for (;;) {
         while (i < len && path[i] == '/')
             i++;
@@ -648,11 +682,39 @@ int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
         }
         if (last) {
             set_attrs(t, c, a);
+            if (cur != FU_NID_ROOT && s > 1 && path[s - 1] == '/' && path[s - 2] != '/')
+                remember_dir(t, path, s - 1, cur);
             *out = c;
             return 0;
         }
         cur = c;
     }
+}
+
+int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir,
+                         fu_nid known, const struct fu_attr *a, fu_nid *out)
+{
+    if (known != FU_NID_NONE && known != FU_NID_ROOT &&
+        !(fu_tree_node(t, known)->flags & FU_N_DIR) == !is_dir) {
+        set_attrs(t, known, a);
+        const char *slash = memrchr(path, '/', len);
+        size_t plen = slash ? (size_t)(slash - path) : 0;
+        if (plen > 0 && path[plen - 1] != '/' && plen + 1 < len)
+            remember_dir(t, path, plen, fu_tree_node(t, known)->parent);
+        *out = known;
+        return 0;
+    }
+    size_t i;
+    fu_nid dir = walk_start(t, path, len, &i);
+    if (known == FU_NID_NONE && i > 0 && len > i + 1) {
+        /* The remembered directory is the parent, and it holds no such name. */
+        int rc = node_new(t, dir, path + i + 1, len - i - 1, is_dir, out);
+        if (rc < 0)
+            return rc;
+        set_attrs(t, *out, a);
+        return 0;
+    }
+    return fu_tree_upsert(t, path, len, is_dir, a, out);
 }
 
 size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len)

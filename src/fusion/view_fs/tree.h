@@ -96,6 +96,12 @@ struct fu_tree {
     uint32_t naggs, aggs_cap;
     uint32_t agg_free;       /* free list of aggregate records (through .files) */
     struct fu_strv lineages; /* "agent_id\0source_uri" pairs; index = node.lineage */
+    /* The directory the last upsert went into, by its path: rows come grouped by directory
+     * (a walk lists one at a time), so the next row's parent is usually the same and lookups
+     * start there instead of at the root. Any node freed forgets it (ids are reused). */
+    char *dc_path;
+    size_t dc_len, dc_cap;
+    fu_nid dc_id; /* FU_NID_NONE: nothing remembered */
     /* Called for every freed node that carries one of `hook_mask`'s flags (the view's
      * consistency state keeps indexes of suspect and blind-spot nodes by id). */
     void (*release_hook)(void *ctx, fu_nid id, uint16_t flags);
@@ -130,6 +136,10 @@ fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size
  * Returns 0 and the node id, -EINVAL for the root as a file, -ENOMEM. */
 int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
                    const struct fu_attr *a, fu_nid *out);
+/* The same, given `known`: what fu_tree_lookup returned for `path` with no change to the
+ * tree since. It spares the second walk (ingest looks a path up before it decides). */
+int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir,
+                         fu_nid known, const struct fu_attr *a, fu_nid *out);
 /* Removes the entry and, for a directory, everything below. The root is emptied, never
  * removed. Returns the number of entries removed (0 if absent). */
 size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len);

@@ -99,6 +99,10 @@ struct fu_cfg_fusion {
     double session_cleanup_interval;
     int64_t max_body_bytes;   /* request body limit of every listener */
     char *management_api_key; /* X-Management-Key of /api/v1/management; NULL = disabled */
+    /* journal: durability of the views under $FUSTOR_HOME/data/views/<view>/ */
+    bool journal_enabled;
+    char *journal_fsync; /* always | batch | off */
+    double journal_group_commit_ms;
     struct fu_cfg_logging logging;
     struct fu_cfg_vec receivers; /* struct fu_cfg_receiver */
     struct fu_cfg_vec views;     /* struct fu_cfg_view */

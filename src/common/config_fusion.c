@@ -12,6 +12,7 @@ static const char *const level_choices[] = {"DEBUG", "INFO", "WARNING", "ERROR",
 static const char *const format_choices[] = {"text", "json", NULL};
 static const char *const receiver_drivers[] = {"http", NULL};
 static const char *const view_drivers[] = {"fs", "forest-fs", NULL};
+static const char *const fsync_choices[] = {"always", "batch", "off", NULL};
 
 #define LOG(f) offsetof(struct fu_cfg_logging, f)
 static const struct fu_field logging_fields[] = {
@@ -126,6 +127,14 @@ static const struct fu_schema fusion_block_schema = {"fusion", fusion_block_fiel
                                                      FU_COUNT(fusion_block_fields), 0, NULL};
 /* The config root is stored at offset 0 of struct fu_config's union. */
 #define ROOT(f) (offsetof(struct fu_config, fusion) + FU(f))
+static const struct fu_field journal_fields[] = {
+    {"enabled", FT_BOOL, ROOT(journal_enabled), 0, NORANGE, NULL, NULL, NULL},
+    {"fsync", FT_ENUM, ROOT(journal_fsync), 0, NORANGE, fsync_choices, NULL, NULL},
+    {"group_commit_ms", FT_FLOAT, ROOT(journal_group_commit_ms), 0, RANGE(0, 10), NULL, NULL,
+     NULL},
+};
+static const struct fu_schema journal_schema = {"journal", journal_fields,
+                                                FU_COUNT(journal_fields), 0, NULL};
 static const struct fu_field fusion_root_fields[] = {
     {"logging", FT_OBJ, ROOT(logging), F_SHORTHAND, NORANGE, NULL, &fu_logging_schema, NULL},
     {"host", FT_STR, ROOT(host), F_NONEMPTY, NORANGE, NULL, NULL, NULL},
@@ -138,6 +147,7 @@ static const struct fu_field fusion_root_fields[] = {
      NORANGE, NULL, NULL, NULL},
     {"fusion", FT_OBJ, offsetof(struct fu_config, fusion), F_ALIAS, NORANGE, NULL,
      &fusion_block_schema, NULL},
+    {"journal", FT_OBJ, 0, 0, NORANGE, NULL, &journal_schema, NULL},
     {"receivers", FT_SECTION, ROOT(receivers), 0, NORANGE, NULL, &receiver_schema, NULL},
     {"views", FT_SECTION, ROOT(views), 0, NORANGE, NULL, &view_schema, NULL},
     {"pipes", FT_SECTION, ROOT(pipes), 0, NORANGE, NULL, &fpipe_schema, NULL},
@@ -149,6 +159,8 @@ static void fusion_defaults(void *p)
     c->fusion.port = 8101;
     c->fusion.session_cleanup_interval = 5;
     c->fusion.max_body_bytes = 64 << 20;
+    c->fusion.journal_enabled = true;
+    c->fusion.journal_fsync = strdup("batch");
     c->fusion.logging.level = strdup("INFO");
     c->fusion.logging.format = strdup("text");
 }

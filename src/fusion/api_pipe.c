@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,6 +545,17 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
     return true;
 }
 
+/* A change the view's journal refused: a full disk is 507, other failures 503; the agent
+ * backs off and sends the batch again, nothing of it was applied. */
+static void journal_error(struct fu_http_resp *resp, const struct fu_view *v, int rc)
+{
+    fu_http_error(resp, rc == -ENOSPC || rc == -EDQUOT ? 507 : 503,
+                  "view %s cannot store the batch durably (%s); nothing of it was applied, "
+                  "send it again later",
+                  v->id, strerror(-rc));
+    resp->retry_after = 5;
+}
+
 static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char *sid,
                    struct fu_http_req *req, struct fu_http_resp *resp)
 {
@@ -673,9 +685,13 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         /* Snapshot and audit rows, and audit ends, are the leader's: fenced by its epoch, in
          * the same write-locked step as the audit start and end they imply. */
         const _Atomic uint64_t *fence = b.has_scan_rows || audit_end ? &p->epoch : NULL;
+        uint64_t jpos[p->nviews ? p->nviews : 1];
+        memset(jpos, 0, sizeof(jpos));
         for (size_t i = 0; (b.n || flags) && i < p->nviews; i++) {
-            if (fu_view_apply(p->views[i], b.rows, b.n, fu_buf_str(&b.paths), req->recv_time,
-                              storage_now, agent, uri, fence, epoch, p->id, flags) < 0) {
+            long rc = fu_view_apply(p->views[i], b.rows, b.n, fu_buf_str(&b.paths),
+                                    req->recv_time, storage_now, agent, uri, fence, epoch, p->id,
+                                    flags, &jpos[i]);
+            if (rc == -ESTALE) {
                 fu_http_error(resp, 409,
                               "session %s lost the leadership of pipe %s while its batch "
                               "waited (epoch %llu is over)",
@@ -683,8 +699,21 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                 ok = false;
                 break;
             }
+            if (rc < 0) {
+                journal_error(resp, p->views[i], (int)rc);
+                ok = false;
+                break;
+            }
         }
-        if (is_end && source_type && !strcmp(source_type, "snapshot")) {
+        /* Acknowledged only once durable (group commit: concurrent batches share a sync). */
+        for (size_t i = 0; ok && i < p->nviews; i++) {
+            int rc = fu_view_durable(p->views[i], jpos[i]);
+            if (rc < 0) {
+                journal_error(resp, p->views[i], rc);
+                ok = false;
+            }
+        }
+        if (ok && is_end && source_type && !strcmp(source_type, "snapshot")) {
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);
             if (s && fu_session_leads(s) && p->epoch == epoch) {
@@ -695,6 +724,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             }
             pthread_mutex_unlock(&f->mu);
         }
+    }
+    if (ok) {
         struct fu_jw w;
         fu_jw_init(&w, &resp->body);
         fu_jw_obj_begin(&w);
@@ -727,18 +758,11 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
 /* POST consistency/sentinel/feedback: the leader's fresh stat of suspect files,
  * {"type":"suspect_update","updates":[{"path","mtime","size","status"}]}, applied per view by
  * fu_fs_sentinel (v1 update_suspect, with its skew-tolerant stability test). */
-struct report {
-    size_t path_off, path_len;
-    double mtime;
-    uint64_t size;
-    bool have_size, missing;
-};
-
 static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                               struct fu_http_resp *resp)
 {
     struct {
-        struct report *v;
+        struct fu_sentinel_row *v;
         size_t n, cap;
         struct fu_buf paths;
     } b = {0};
@@ -758,7 +782,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
             typed = t == FU_JSON_STRING && tok_is(&r, "suspect_update");
         else if (k_up && t == FU_JSON_ARR_BEGIN) {
             while (ok && (t = fu_jr_next(&r)) == FU_JSON_OBJ_BEGIN) {
-                struct report row = {0};
+                struct fu_sentinel_row row = {0};
                 bool have_mtime = false;
                 bool exists = true, have_path = false;
                 while ((t = fu_jr_next(&r)) == FU_JSON_KEY) {
@@ -794,7 +818,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
                 if (have_path && (!exists || have_mtime)) {
                     if (b.n == b.cap) {
                         size_t cap = b.cap ? b.cap * 2 : 64;
-                        struct report *v = realloc(b.v, cap * sizeof(*v));
+                        struct fu_sentinel_row *v = realloc(b.v, cap * sizeof(*v));
                         if (!v) {
                             fu_http_error(resp, 503, "out of memory");
                             ok = false;
@@ -824,19 +848,24 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
         ok = false;
     }
     size_t views_updated = 0;
+    uint64_t jpos[p->nviews ? p->nviews : 1];
+    memset(jpos, 0, sizeof(jpos));
     for (size_t i = 0; ok && i < p->nviews; i++) {
-        struct fu_view *v = p->views[i];
         size_t hits = 0;
-        pthread_rwlock_wrlock(&v->lock);
-        fu_fs_tick(&v->fs, req->recv_time);
-        for (size_t k = 0; k < b.n; k++) {
-            const struct report *row = &b.v[k];
-            hits +=
-                fu_fs_sentinel(&v->fs, fu_buf_str(&b.paths) + row->path_off, row->path_len,
-                               row->mtime, row->have_size, row->size, row->missing, req->recv_time);
+        int rc = fu_view_sentinel(p->views[i], b.v, b.n, fu_buf_str(&b.paths), req->recv_time,
+                                  &hits, &jpos[i]);
+        if (rc < 0) {
+            journal_error(resp, p->views[i], rc);
+            ok = false;
         }
-        pthread_rwlock_unlock(&v->lock);
         views_updated += hits > 0;
+    }
+    for (size_t i = 0; ok && i < p->nviews; i++) {
+        int rc = fu_view_durable(p->views[i], jpos[i]);
+        if (rc < 0) {
+            journal_error(resp, p->views[i], rc);
+            ok = false;
+        }
     }
     if (ok)
         fu_buf_printf(&resp->body, "{\"status\":\"processed\",\"drivers_updated\":%zu}",
@@ -851,16 +880,32 @@ static void consistency(const struct fu_push_key *k, const char *what, struct fu
     struct fu_pipe_rt *p = k->pipe;
     if (!strcmp(what, "audit/start") && !strcmp(req->method, "POST")) {
         uint64_t epoch = atomic_load(&p->epoch);
-        for (size_t i = 0; i < p->nviews; i++)
-            fu_view_audit_start(p->views[i], req->recv_time, true, p->id, epoch);
-        fu_buf_printf(&resp->body, "{\"status\":\"audit_started\",\"drivers_handled\":%zu}",
-                      p->nviews);
+        int rc = 0;
+        for (size_t i = 0; !rc && i < p->nviews; i++) {
+            uint64_t jpos = 0;
+            rc = fu_view_audit_start(p->views[i], req->recv_time, true, p->id, epoch, &jpos);
+            if (!rc)
+                rc = fu_view_durable(p->views[i], jpos);
+            if (rc)
+                journal_error(resp, p->views[i], rc);
+        }
+        if (!rc)
+            fu_buf_printf(&resp->body,
+                          "{\"status\":\"audit_started\",\"drivers_handled\":%zu}", p->nviews);
     } else if (!strcmp(what, "audit/end") && !strcmp(req->method, "POST")) {
-        for (size_t i = 0; i < p->nviews; i++)
-            fu_view_audit_end(p->views[i], req->recv_time);
+        int rc = 0;
+        for (size_t i = 0; !rc && i < p->nviews; i++) {
+            uint64_t jpos = 0;
+            rc = fu_view_audit_end(p->views[i], req->recv_time, &jpos);
+            if (!rc)
+                rc = fu_view_durable(p->views[i], jpos);
+            if (rc)
+                journal_error(resp, p->views[i], rc);
+        }
         /* v1 counts every handler, whether or not it was auditing. */
-        fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}",
-                      p->nviews);
+        if (!rc)
+            fu_buf_printf(&resp->body, "{\"status\":\"audit_ended\",\"drivers_handled\":%zu}",
+                          p->nviews);
     } else if (!strcmp(what, "sentinel/tasks") && !strcmp(req->method, "GET")) {
         /* The union of the suspect files of the pipe's views. */
         struct fu_buf paths = FU_BUF_INIT, path = FU_BUF_INIT;

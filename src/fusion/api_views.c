@@ -6,8 +6,10 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "fusion/journal.h"
 #include "fusion/view_fs/query.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +253,9 @@ static void stats(struct fu_view *v, bool resyncing, struct fu_http_req *req,
         .is_auditing = v->fs.auditing,
         .has_blind_spot = fu_fs_has_blind_spot(&v->fs),
         .resyncing = resyncing,
+        .restored = v->restored,
+        .journal_position = v->journal ? fu_journal_end(v->journal) : 0,
+        .journaled = v->journal != NULL,
     };
     resp->status = fu_query_stats(&v->tree, fu_buf_str(&path), &x, &resp->body);
     pthread_rwlock_unlock(&v->lock);
@@ -353,12 +358,24 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
         else
             fu_http_error(resp, 400, "expected {\"updates\": [{\"path\", \"mtime\"}, ...]}");
     } else {
-        pthread_rwlock_wrlock(&v->lock);
-        fu_fs_tick(&v->fs, req->recv_time);
-        for (size_t i = 0; i < n; i++)
-            fu_fs_sentinel(&v->fs, paths.data + u[i].off, u[i].len, u[i].mtime, false, 0, false,
-                           req->recv_time);
-        pthread_rwlock_unlock(&v->lock);
+        struct fu_sentinel_row *rows = calloc(n ? n : 1, sizeof(*rows));
+        size_t hits = 0;
+        uint64_t jpos = 0;
+        int rc = rows ? 0 : -ENOMEM;
+        for (size_t i = 0; rows && i < n; i++)
+            rows[i] = (struct fu_sentinel_row){.path_off = u[i].off, .path_len = u[i].len,
+                                               .mtime = u[i].mtime};
+        if (!rc)
+            rc = fu_view_sentinel(v, rows, n, paths.data ? paths.data : "", req->recv_time,
+                                  &hits, &jpos);
+        if (!rc)
+            rc = fu_view_durable(v, jpos);
+        free(rows);
+        if (rc < 0) {
+            fu_http_error(resp, rc == -ENOSPC ? 507 : 503,
+                          "view %s cannot store the update durably: %s", v->id, strerror(-rc));
+            goto out;
+        }
         struct fu_jw w;
         fu_jw_init(&w, &resp->body);
         fu_jw_obj_begin(&w);
@@ -370,6 +387,7 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
         fu_jw_cstr(&w, "ok");
         fu_jw_obj_end(&w);
     }
+out:
     fu_jr_free(&r);
     free(u);
     fu_buf_free(&path);
@@ -381,8 +399,13 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
  * it, so their agents reconnect and the new leader snapshots again. */
 static void reset(struct fu_fusion *f, struct fu_view *v, struct fu_http_resp *resp)
 {
-    if (fu_view_reset(v) < 0) {
-        fu_http_error(resp, 503, "out of memory");
+    uint64_t jpos = 0;
+    int rc = fu_view_reset(v, &jpos);
+    if (!rc)
+        rc = fu_view_durable(v, jpos);
+    if (rc < 0) {
+        fu_http_error(resp, rc == -ENOSPC ? 507 : 503, "view %s cannot be reset: %s", v->id,
+                      strerror(-rc));
         return;
     }
     pthread_mutex_lock(&f->mu);

@@ -2,8 +2,10 @@
  * listener and one listener per receiver port, routes requests, and sweeps sessions. */
 #include "fusion/fusion.h"
 
+#include "common/fsutil.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "fusion/journal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -110,6 +112,42 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
+/* The view's data directory, $FUSTOR_HOME/data/views/<view>: its journal is replayed, so
+ * the view answers at once with what Fusion had acknowledged before it stopped. */
+static int open_storage(struct fu_fusion *f, const struct fu_config *cfg, struct fu_view *v,
+                        char *err, size_t errlen)
+{
+    const struct fu_cfg_fusion *c = &cfg->fusion;
+    char sub[300];
+    snprintf(sub, sizeof(sub), "data/views/%s", v->id);
+    char *dir = fu_path_join(cfg->home, sub);
+    if (!dir)
+        return -ENOMEM;
+    int mode = !strcmp(c->journal_fsync, "always") ? FU_FSYNC_ALWAYS
+               : !strcmp(c->journal_fsync, "off")  ? FU_FSYNC_OFF
+                                                   : FU_FSYNC_BATCH;
+    bool damaged = false;
+    double t0 = fu_mono_now();
+    int rc = fu_view_open_journal(v, dir, mode, c->journal_group_commit_ms / 1000.0, &damaged);
+    if (rc < 0) {
+        snprintf(err, errlen, "view %s: cannot open its journal in %s: %s", v->id, dir,
+                 strerror(-rc));
+    } else if (v->restored) {
+        fu_info("view %s: restored from %s: %llu journal records replayed in %.2f s, %llu "
+                "entries",
+                v->id, dir, (unsigned long long)v->replayed, fu_mono_now() - t0,
+                (unsigned long long)fu_tree_count(&v->tree));
+    }
+    if (rc == 0 && damaged) {
+        fu_warn("view %s: its journal was damaged; the view holds what was journaled before the "
+                "damage until the full snapshot its pipes' leaders run when they connect",
+                v->id);
+    }
+    (void)f;
+    free(dir);
+    return rc;
+}
+
 int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *err, size_t errlen)
 {
     const struct fu_cfg_fusion *c = &cfg->fusion;
@@ -134,6 +172,10 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
         if (fu_view_init(v, cv->it.id, cv->hot_file_threshold, cv->tombstone_ttl_seconds) < 0)
             goto oom;
         f->nviews++;
+        if (c->journal_enabled && open_storage(f, cfg, v, err, errlen) < 0) {
+            fu_fusion_stop(f);
+            return -EIO;
+        }
         v->driver = dup_or_empty(cv->driver);
         v->max_tree_items = cv->max_tree_items;
         for (size_t k = 0; k < cv->api_keys.n; k++)

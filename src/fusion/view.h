@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct fu_journal;
+
 struct fu_view {
     char *id;
     char *driver;
@@ -20,19 +22,46 @@ struct fu_view {
     int64_t max_tree_items;
     struct fu_strv read_keys;
     uint64_t rows_applied;
+    struct fu_journal *journal; /* NULL: memory only (no data directory) */
+    bool restored;              /* its state came from disk at start-up */
+    uint64_t replayed;          /* journal records replayed at start-up */
 };
+
+/* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */
+struct fu_sentinel_row {
+    size_t path_off, path_len; /* into the batch's path bytes */
+    double mtime;
+    uint64_t size;
+    bool have_size, missing;
+};
+
+/* Every change below is journaled (when the view has a journal) before it is applied, under
+ * the write lock, so that the journal's order is the apply order; a change the journal
+ * refuses (a full disk) is not applied and its -errno returned. `*jpos` (may be NULL) gets
+ * the journal position to pass to fu_view_durable before acknowledging the change. */
 
 /* Audits (fu_fs_audit_start/end under the write lock). `explicit_`: the consistency
  * endpoint; else the first audit rows of a batch. (pipe_id, epoch) name the leader. */
-void fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
-                         uint64_t epoch);
-void fu_view_audit_end(struct fu_view *v, double when);
+int fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
+                        uint64_t epoch, uint64_t *jpos);
+int fu_view_audit_end(struct fu_view *v, double when, uint64_t *jpos);
 /* Empties the view: tree and consistency state (clock, tombstones, suspects, blind spots,
- * audit). Returns 0, or -ENOMEM with the view left as it was. */
-int fu_view_reset(struct fu_view *v);
+ * audit). Returns 0, -ENOMEM with the view left as it was, or the journal's -errno. */
+int fu_view_reset(struct fu_view *v, uint64_t *jpos);
 /* The timers (suspect deadlines, tombstone TTL) at wall time `now`. Every change made at a
  * time (a batch, an audit start or end, sentinel feedback) runs them at that time first. */
 void fu_view_tick(struct fu_view *v, double now);
+/* Sentinel feedback at `recv_time`; *hits = how many paths were suspects. */
+int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size_t n,
+                     const char *paths, double recv_time, size_t *hits, uint64_t *jpos);
+/* Waits until the change at `jpos` is durable (the journal's fsync policy): 0 or -errno. */
+int fu_view_durable(struct fu_view *v, uint64_t jpos);
+
+/* Opens the view's journal in `dir` and replays it onto the (empty) view. `fsync` and
+ * `window_sec` as fu_journal_open. Returns 0 (see v->restored, v->replayed; a damaged
+ * journal is logged and replayed up to the damage, *damaged set) or -errno. */
+int fu_view_open_journal(struct fu_view *v, const char *dir, int fsync_mode, double window_sec,
+                         bool *damaged);
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
                  double tombstone_ttl);
@@ -48,10 +77,11 @@ enum { FU_APPLY_AUDIT_START = 1, FU_APPLY_AUDIT_END = 2 };
  * leader deposed while its batch waited cannot write. `flags`: FU_APPLY_AUDIT_START (the
  * batch holds audit rows: an audit starts if none runs, for leader (pipe_id, epoch)) and
  * FU_APPLY_AUDIT_END (an audit end marker, after the rows), both inside the same fenced,
- * locked step. Returns the number of rows applied, or -1 when fenced off. */
+ * locked step. Returns the number of rows applied, -ESTALE when fenced off, or the journal's
+ * -errno. */
 long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const char *paths,
                    double recv_time, double storage_now, const char *agent_id,
                    const char *source_uri, const _Atomic uint64_t *fence, uint64_t epoch,
-                   const char *pipe_id, unsigned flags);
+                   const char *pipe_id, unsigned flags, uint64_t *jpos);
 
 #endif

@@ -991,7 +991,7 @@ static void test_stats_of_a_file_count_the_file_itself(void **state)
                         "\"staleness_seconds\":null,\"oldest_item_path\":null,"
                         "\"has_blind_spot\":true,\"latency_ms\":0.0,\"logical_now\":0.0,"
                         "\"last_audit_finished_at\":5.0,\"audit_cycle_count\":0,"
-                        "\"is_auditing\":false,\"resyncing\":false,\"path\":\"/a/f\"}");
+                        "\"is_auditing\":false,\"resyncing\":false,\"restored\":false,\"path\":\"/a/f\"}");
     /* The root of an empty view: nothing below it. */
     struct fu_tree e;
     assert_int_equal(fu_tree_init(&e), 0);

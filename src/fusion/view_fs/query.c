@@ -694,6 +694,12 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
     fu_jw_bool(&w, x->is_auditing);
     fu_jw_ckey(&w, "resyncing");
     fu_jw_bool(&w, x->resyncing);
+    fu_jw_ckey(&w, "restored");
+    fu_jw_bool(&w, x->restored);
+    if (x->journaled) {
+        fu_jw_ckey(&w, "journal_position");
+        fu_jw_uint(&w, x->journal_position);
+    }
     fu_jw_ckey(&w, "path");
     fu_jw_str(&w, fu_buf_str(&p), p.len);
     fu_jw_obj_end(&w);

@@ -46,6 +46,9 @@ struct fu_stats_extra {
     bool is_auditing;
     bool has_blind_spot;
     bool resyncing;
+    bool restored;             /* the view's state came from disk at start-up */
+    bool journaled;            /* it has a journal: journal_position is meaningful */
+    uint64_t journal_position; /* bytes journaled so far */
 };
 
 /* GET /stats[?path=]: v1's fields, O(1) from the subtree aggregates: item_count,

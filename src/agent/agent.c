@@ -40,6 +40,7 @@ struct job {
 
 struct pipe_rt {
     struct fu_agent *agent;
+    double busy_warned; /* monotonic time of the last "Fusion cannot take realtime events" */
     char *id, *task_id, *root, *file_pattern, *key;
     struct fu_strv uris, exclude;
     bool one_filesystem;
@@ -553,6 +554,14 @@ struct batcher {
 
 /* Posts `n` rows (`rows_json`) as one batch on connection `c`; a lost session or a stop ends
  * the walk. */
+/* An answer that says "not now" rather than "never": Fusion cannot store batches durably
+ * for the moment (507: its disk is full; 503: another journal failure), or is overloaded. The
+ * batch goes again after a pause; nothing of it was applied. */
+static bool transient(long st)
+{
+    return st == 429 || st == 502 || st == 503 || st == 504 || st == 507;
+}
+
 static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *rows_json, size_t n)
 {
     if (!n)
@@ -568,11 +577,24 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     fu_buf_append(&body, rows_json->data, rows_json->len);
     fu_buf_puts(&body, "]}]}");
     int rc = 0;
+    double pause = 1.0;
     for (;;) {
         long st = body.oom ? -1 : fu_hc_call(c, "POST", b->path.data, body.data, body.len, &out);
         if (st == 200) {
             atomic_fetch_add(&b->p->rows_sent, n);
             break;
+        }
+        if (transient(st)) {
+            set_error(b->p, "push", fu_buf_str(&out));
+            fu_warn("pipe %s: Fusion cannot take the batch now (HTTP %ld: %s); sending it again "
+                    "in %.0f s",
+                    b->p->id, st, fu_buf_str(&out), pause);
+            if (!nap_for(b->p, pause, false) || atomic_load(&b->p->lost)) {
+                rc = -EPIPE;
+                break;
+            }
+            pause = pause * 2 < 30 ? pause * 2 : 30;
+            continue;
         }
         if (st == 419 || st == 404 || st == 409) {
             fu_warn("pipe %s: batch refused (HTTP %ld: %s); the session must start over", b->p->id,
@@ -1032,6 +1054,18 @@ static bool realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *bod
                 pthread_cond_broadcast(&p->cv);
             }
             pthread_mutex_unlock(&p->mu);
+            return false;
+        } else if (transient(st)) { /* kept in the bus, sent again in a second */
+            set_error(p, "push", fu_buf_str(out));
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            /* once a minute, not at each retry */
+            if (!p->busy_warned || (double)now.tv_sec - p->busy_warned >= 60) {
+                p->busy_warned = (double)now.tv_sec;
+                fu_warn("pipe %s: Fusion cannot take realtime events now (HTTP %ld: %s); they "
+                        "stay queued and go again every second",
+                        p->id, st, fu_buf_str(out));
+            }
             return false;
         } else if (st > 0) { /* refused as a whole: it would be refused again */
             fu_error("pipe %s: realtime batch refused (HTTP %ld: %s); %zu events dropped, "

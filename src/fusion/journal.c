@@ -142,7 +142,8 @@ int fu_journal_open(struct fu_journal **out, const char *dir, enum fu_fsync mode
         }
     }
     closedir(d);
-    qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_u64);
+    if (j->nsegs)
+        qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_u64);
     *out = j;
     return 0;
 }

@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -28,6 +29,17 @@ views:
 pipes:
   p: {{receiver: rx, views: [v], session_timeout_seconds: 30}}
 journal: {{fsync: {fsync}}}
+"""
+
+AGENT = """
+agent_id: a1
+logging: INFO
+sources:
+  src: {{driver: fs, uri: "{root}"}}
+senders:
+  f: {{driver: fusion, uri: "http://127.0.0.1:{rx}", credential: {{key: push}}}}
+pipes:
+  p: {{source: src, sender: f, error_retry_interval: 0.5}}
 """
 
 HDR, REC = 32, 9
@@ -262,6 +274,49 @@ class Durability(unittest.TestCase):
         self.restart(kill=True)
         files = self.tree_files()
         self.assertEqual(len(files), 40 * len(acked))
+
+    def test_a_real_agent_waits_out_a_full_disk_and_loses_nothing(self):
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            self.skipTest("needs root to mount a small tmpfs as the data directory")
+        self.home = Home("fusion")
+        data = os.path.join(self.home.dir, "data")
+        os.makedirs(data)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", data],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
+        self.addCleanup(subprocess.run, ["umount", "-l", data])
+        self.rx = free_port()
+        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch"))
+        self.home.start_daemon(self)
+        self.api = f"http://127.0.0.1:{self.home.api_port}"
+        root = tempfile.mkdtemp(prefix="fustor-e2e-tree-")
+        self.addCleanup(shutil.rmtree, root, True)
+        for i in range(20):
+            open(os.path.join(root, f"before{i}.txt"), "w").close()
+        agent = Home("agent")
+        agent.put("default.yaml", AGENT.format(root=root, rx=self.rx))
+        agent.start_daemon(self)
+        wait_for(lambda: len(self.tree_files()) == 20, 20, what="the snapshot")
+        # Fill the disk, then create files: their events cannot be journaled (507).
+        filler = os.path.join(data, "filler")
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"\0" * 400 * 1024)
+            except OSError:
+                pass
+        for i in range(30):
+            with open(os.path.join(root, f"during{i}.txt"), "w") as f:
+                f.write("x" * i)
+        wait_for(lambda: "Fusion cannot take" in agent.log_text(), 20,
+                 what="the agent to meet the full disk")
+        self.assertLess(len(self.tree_files()), 50)
+        os.unlink(filler)  # room again: the queued events arrive, none lost
+        wait_for(lambda: len(self.tree_files()) == 50, 30, what="the queued events")
+        self.restart(kill=True)
+        files = self.tree_files()
+        self.assertEqual(len(files), 50)
+        self.assertEqual(files["/during29.txt"], 29)
 
 
 if __name__ == "__main__":

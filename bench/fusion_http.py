@@ -6,8 +6,12 @@
   directory of 1000 files (the baseline a user would otherwise run). Measured twice: from
   Python's http.client (whose own parsing of the 200 KB reply is part of the figure) and from
   one curl process over one keep-alive connection, which is closer to the server's own time;
-- stats: p50 of GET /stats for the root and for a small subtree (O(1) either way).
-Usage: python3 fusion_http.py BIN_DIR [DIRS]   (DIRS defaults to 1000 -> 1M files)"""
+- stats: p50 of GET /stats for the root and for a small subtree (O(1) either way);
+- restart: Fusion stopped and started again, seconds until the view answers with every file
+  (the journal's replay), and the journal's size on disk.
+Usage: python3 fusion_http.py BIN_DIR [DIRS] [JOURNAL]
+  DIRS defaults to 1000 -> 1M files; JOURNAL is the journal's fsync policy (batch, the
+  default; always; off) or `none` for a Fusion without a journal (memory only, as v1)."""
 import http.client
 import json
 import os
@@ -47,6 +51,8 @@ def batch_body(sid, rows):
 def main():
     bin_dir = sys.argv[1]
     dirs = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    journal = sys.argv[3] if len(sys.argv) > 3 else "batch"
+    jconf = "{enabled: false}" if journal == "none" else f"{{fsync: {journal}}}"
     home = tempfile.mkdtemp(prefix="fustor-bench-")
     api, rx = free_port(), free_port()
     os.makedirs(f"{home}/fusion-config")
@@ -59,12 +65,13 @@ views:
   v: {{driver: fs, driver_params: {{max_tree_items: 0}}}}
 pipes:
   p: {{receiver: rx, views: [v], session_timeout_seconds: 600}}
+journal: {jconf}
 """)
     env = dict(os.environ, FUSTOR_HOME=home, FUSTOR_FUSION_PORT=str(api))
     exe = os.path.join(bin_dir, "fustor-fusion")
     subprocess.run([exe, "start", "-D"], env=env, check=True, capture_output=True)
     pid = int(open(f"{home}/fusion.pid").read())
-    results = {"bench": "fusion_http"}
+    results = {"bench": "fusion_http", "journal": journal}
     try:
         hdr = {"X-API-Key": "k", "Content-Type": "application/json"}
         c = http.client.HTTPConnection("127.0.0.1", rx)
@@ -155,6 +162,26 @@ pipes:
                 r.read()
                 lat.append(time.perf_counter() - t)
             results[f"stats_{name}_p50_ms"] = round(statistics.median(lat) * 1000, 3)
+        if journal != "none":
+            total = n + 1000
+            jdir = f"{home}/data/views/v"
+            results["journal_mb"] = round(sum(os.path.getsize(f"{jdir}/{x}")
+                                              for x in os.listdir(jdir)) / 1e6, 1)
+            subprocess.run([exe, "stop"], env=env, check=True, capture_output=True)
+            t0 = time.perf_counter()
+            subprocess.run([exe, "start", "-D"], env=env, check=True, capture_output=True)
+            while True:
+                try:
+                    q = http.client.HTTPConnection("127.0.0.1", api)
+                    q.request("GET", "/api/v1/views/v/stats", headers=hdr)
+                    r = q.getresponse()
+                    st = json.loads(r.read())
+                    if r.status == 200 and st["total_files"] >= total:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.005)
+            results["restart_to_queryable_s"] = round(time.perf_counter() - t0, 3)
     finally:
         subprocess.run([exe, "stop"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
@@ -164,7 +191,10 @@ pipes:
           f"{results['tree_1000_p50_ms']} ms, from curl {results['tree_1000_curl_p50_ms']} ms "
           f"(find: {results['find_1000_p50_ms']} ms), stats "
           f"p50 root {results['stats_root_p50_ms']} ms / subtree "
-          f"{results['stats_subtree_p50_ms']} ms", file=sys.stderr)
+          f"{results['stats_subtree_p50_ms']} ms; journal {journal}"
+          + (f", {results['journal_mb']} MB, restart to queryable "
+             f"{results['restart_to_queryable_s']} s" if journal != "none" else ""),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,28 @@ class Durability(unittest.TestCase):
         self.api = f"http://127.0.0.1:{self.home.api_port}"
         self.recv = f"http://127.0.0.1:{self.rx}"
 
+    def start_on_small_disk(self, size):
+        """Fusion with its data directory on a tmpfs of `size`; returns that directory.
+        Skips where a tmpfs cannot be mounted (not root)."""
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            self.skipTest("needs root to mount a small tmpfs as the data directory")
+        self.home = Home("fusion")
+        data = os.path.join(self.home.dir, "data")
+        os.makedirs(data)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", data],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
+        self.rx = free_port()
+        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch"))
+        try:
+            self.home.start_daemon(self)
+        finally:  # cleanups run last-added first: unmounted before the home is removed
+            self.addCleanup(subprocess.run, ["umount", "-l", data])
+        self.api = f"http://127.0.0.1:{self.home.api_port}"
+        self.recv = f"http://127.0.0.1:{self.rx}"
+        return data
+
     def restart(self, kill=False):
         pid = self.home.pid()
         if kill:
@@ -233,24 +255,10 @@ class Durability(unittest.TestCase):
         self.assertEqual(self.home.log_text().count("replay stopped at position"), 1)
 
     def test_a_full_disk_gets_507_and_loses_nothing_acknowledged(self):
-        if os.geteuid() != 0 or not shutil.which("mount"):
-            self.skipTest("needs root to mount a small tmpfs as the data directory")
-        self.home = Home("fusion")
-        data = os.path.join(self.home.dir, "data")
-        os.makedirs(data)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", data],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", data])
+        data = self.start_on_small_disk("400k")
         filler = os.path.join(data, "filler")
         with open(filler, "wb") as f:
             f.write(b"\0" * 150 * 1024)
-        self.rx = free_port()
-        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch"))
-        self.home.start_daemon(self)
-        self.api = f"http://127.0.0.1:{self.home.api_port}"
-        self.recv = f"http://127.0.0.1:{self.rx}"
         a = self.agent()
         acked, refused = [], None
         for b in range(2000):
@@ -280,20 +288,7 @@ class Durability(unittest.TestCase):
         self.assertEqual(len(files), 40 * len(acked))
 
     def test_a_real_agent_waits_out_a_full_disk_and_loses_nothing(self):
-        if os.geteuid() != 0 or not shutil.which("mount"):
-            self.skipTest("needs root to mount a small tmpfs as the data directory")
-        self.home = Home("fusion")
-        data = os.path.join(self.home.dir, "data")
-        os.makedirs(data)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", data],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
-        self.addCleanup(subprocess.run, ["umount", "-l", data])
-        self.rx = free_port()
-        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch"))
-        self.home.start_daemon(self)
-        self.api = f"http://127.0.0.1:{self.home.api_port}"
+        data = self.start_on_small_disk("300k")
         root = tempfile.mkdtemp(prefix="fustor-e2e-tree-")
         self.addCleanup(shutil.rmtree, root, True)
         for i in range(20):

@@ -9,6 +9,7 @@ PKGS=(
   libfyaml-dev                                   # YAML config with file:line:col marks
   libxxhash-dev                                  # hashes for the view indexes
   libmicrohttpd-dev                              # Fusion's HTTP listeners
+  libzstd-dev                                    # Fusion's view snapshots
   libcurl4-openssl-dev                           # the agent's HTTP sender
   libcmocka-dev                                  # unit tests
   valgrind                                       # leak checks

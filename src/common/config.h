@@ -103,6 +103,10 @@ struct fu_cfg_fusion {
     bool journal_enabled;
     char *journal_fsync; /* always | batch | off */
     double journal_group_commit_ms;
+    /* snapshot: of each view, beside its journal */
+    double snapshot_interval_sec;
+    int64_t snapshot_journal_mb;
+    int64_t snapshot_keep;
     struct fu_cfg_logging logging;
     struct fu_cfg_vec receivers; /* struct fu_cfg_receiver */
     struct fu_cfg_vec views;     /* struct fu_cfg_view */

@@ -135,6 +135,13 @@ static const struct fu_field journal_fields[] = {
 };
 static const struct fu_schema journal_schema = {"journal", journal_fields,
                                                 FU_COUNT(journal_fields), 0, NULL};
+static const struct fu_field snapshot_fields[] = {
+    {"interval_sec", FT_FLOAT, ROOT(snapshot_interval_sec), 0, RANGE(1, 1e9), NULL, NULL, NULL},
+    {"journal_mb", FT_INT, ROOT(snapshot_journal_mb), 0, RANGE(1, 1e7), NULL, NULL, NULL},
+    {"keep", FT_INT, ROOT(snapshot_keep), 0, RANGE(1, 1000), NULL, NULL, NULL},
+};
+static const struct fu_schema snapshot_schema = {"snapshot", snapshot_fields,
+                                                 FU_COUNT(snapshot_fields), 0, NULL};
 static const struct fu_field fusion_root_fields[] = {
     {"logging", FT_OBJ, ROOT(logging), F_SHORTHAND, NORANGE, NULL, &fu_logging_schema, NULL},
     {"host", FT_STR, ROOT(host), F_NONEMPTY, NORANGE, NULL, NULL, NULL},
@@ -148,6 +155,7 @@ static const struct fu_field fusion_root_fields[] = {
     {"fusion", FT_OBJ, offsetof(struct fu_config, fusion), F_ALIAS, NORANGE, NULL,
      &fusion_block_schema, NULL},
     {"journal", FT_OBJ, 0, 0, NORANGE, NULL, &journal_schema, NULL},
+    {"snapshot", FT_OBJ, 0, 0, NORANGE, NULL, &snapshot_schema, NULL},
     {"receivers", FT_SECTION, ROOT(receivers), 0, NORANGE, NULL, &receiver_schema, NULL},
     {"views", FT_SECTION, ROOT(views), 0, NORANGE, NULL, &view_schema, NULL},
     {"pipes", FT_SECTION, ROOT(pipes), 0, NORANGE, NULL, &fpipe_schema, NULL},
@@ -161,6 +169,9 @@ static void fusion_defaults(void *p)
     c->fusion.max_body_bytes = 64 << 20;
     c->fusion.journal_enabled = true;
     c->fusion.journal_fsync = strdup("batch");
+    c->fusion.snapshot_interval_sec = 3600;
+    c->fusion.snapshot_journal_mb = 256;
+    c->fusion.snapshot_keep = 2;
     c->fusion.logging.level = strdup("INFO");
     c->fusion.logging.format = strdup("text");
 }

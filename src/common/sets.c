@@ -139,6 +139,46 @@ void fu_pathmap_free(struct fu_pathmap *m)
     memset(m, 0, sizeof(*m));
 }
 
+int fu_pathmap_restore(struct fu_pathmap *m)
+{
+    if ((m->nslots & (m->nslots - 1)) || (uint64_t)m->count * 2 > m->nslots || m->cap > m->nslots ||
+        m->nents > m->cap || m->count > m->nents)
+        return -EINVAL;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < m->nents; i++) {
+        struct fu_pathent *e = &m->ents[i];
+        if (!e->path)
+            continue;
+        e->hash = XXH3_64bits(e->path, e->len);
+        live++;
+    }
+    if (live != m->count)
+        return -EINVAL;
+    /* A list that loops or repeats an entry runs past the number of free entries. */
+    uint32_t nfree = 0;
+    for (uint32_t f = m->free_head; f; f = m->ents[f - 1].seq)
+        if (f > m->nents || m->ents[f - 1].path || ++nfree > m->nents - m->count)
+            return -EINVAL;
+    if (nfree != m->nents - m->count)
+        return -EINVAL;
+    uint32_t used = 0;
+    for (size_t i = 0; i < m->nslots; i++) {
+        uint32_t s = m->slots[i];
+        if (!s)
+            continue;
+        if (s > m->nents || !m->ents[s - 1].path)
+            return -EINVAL;
+        used++;
+    }
+    if (used != m->count)
+        return -EINVAL;
+    /* As many slots as entries, and each entry found: each is in exactly one. */
+    for (uint32_t i = 0; i < m->nents; i++)
+        if (m->ents[i].path && fu_pathmap_find(m, m->ents[i].path, m->ents[i].len) != i)
+            return -EINVAL;
+    return 0;
+}
+
 /* ------------------------------------------------------------ id map */
 
 static size_t im_home(const struct fu_idmap *m, uint32_t id)
@@ -231,6 +271,22 @@ void fu_idmap_free(struct fu_idmap *m)
 {
     free(m->slots);
     memset(m, 0, sizeof(*m));
+}
+
+int fu_idmap_check(const struct fu_idmap *m)
+{
+    if ((m->nslots & (m->nslots - 1)) || m->count > m->nslots / 2)
+        return -EINVAL;
+    size_t used = 0;
+    for (size_t i = 0; i < m->nslots; i++)
+        used += m->slots[i].id != FU_SET_NONE;
+    if (used != m->count)
+        return -EINVAL;
+    /* A lookup finds each id at its own slot: reachable, and not shadowed by a duplicate. */
+    for (size_t i = 0; i < m->nslots; i++)
+        if (m->slots[i].id != FU_SET_NONE && fu_idmap_find(m, m->slots[i].id) != &m->slots[i])
+            return -EINVAL;
+    return 0;
 }
 
 /* ------------------------------------------------------------ heap */

@@ -38,6 +38,11 @@ uint32_t fu_pathmap_put(struct fu_pathmap *m, const char *path, size_t len, bool
 void fu_pathmap_del(struct fu_pathmap *m, uint32_t idx);
 void fu_pathmap_clear(struct fu_pathmap *m);
 void fu_pathmap_free(struct fu_pathmap *m);
+/* Finishes a map whose fields a snapshot loader filled from bytes (every field but the
+ * hashes, which it computes): checks what the map relies on, so that no later call reads out
+ * of bounds or probes forever (sizes, the free list once over every free entry, every live
+ * entry once in the slots where a lookup finds it). Returns 0 or -EINVAL. */
+int fu_pathmap_restore(struct fu_pathmap *m);
 
 struct fu_ident {
     uint32_t id; /* FU_SET_NONE when the slot is empty */
@@ -57,6 +62,8 @@ struct fu_ident *fu_idmap_put(struct fu_idmap *m, uint32_t id, bool *created);
 bool fu_idmap_del(struct fu_idmap *m, uint32_t id);
 void fu_idmap_clear(struct fu_idmap *m);
 void fu_idmap_free(struct fu_idmap *m);
+/* The same check for an id map filled from a snapshot: 0 or -EINVAL. */
+int fu_idmap_check(const struct fu_idmap *m);
 
 struct fu_deadline {
     double at;

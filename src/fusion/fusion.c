@@ -74,6 +74,35 @@ static void *sweeper_main(void *arg)
     return NULL;
 }
 
+/* Snapshots every `snapshot.interval_sec` (when the journal grew) and after every
+ * `snapshot.journal_mb` of journal, one view at a time, off the request threads. */
+static void *snapshotter_main(void *arg)
+{
+    struct fu_fusion *f = arg;
+    pthread_setname_np(pthread_self(), "fu-snapshot");
+    pthread_mutex_lock(&f->snap_mu);
+    while (!f->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&f->snap_cv, &f->snap_mu, &ts);
+        if (f->stopping)
+            break;
+        pthread_mutex_unlock(&f->snap_mu);
+        double now = fu_mono_now();
+        for (size_t i = 0; i < f->nviews && !f->stopping; i++) {
+            struct fu_view *v = &f->views[i];
+            uint64_t grown = fu_view_unsnapshotted(v);
+            if (grown && (grown >= (uint64_t)f->snap_journal_bytes ||
+                          now - v->snap_mono >= f->snap_interval))
+                fu_view_snapshot(v, NULL);
+        }
+        pthread_mutex_lock(&f->snap_mu);
+    }
+    pthread_mutex_unlock(&f->snap_mu);
+    return NULL;
+}
+
 static int add_listener(struct fu_fusion *f, const char *host, int64_t port,
                         const char *receiver_id, bool main_api, char *err, size_t errlen)
 {
@@ -128,15 +157,16 @@ static int open_storage(struct fu_fusion *f, const struct fu_config *cfg, struct
                                                    : FU_FSYNC_BATCH;
     bool damaged = false;
     double t0 = fu_mono_now();
-    int rc = fu_view_open_journal(v, dir, mode, c->journal_group_commit_ms / 1000.0, &damaged);
+    int rc = fu_view_open_storage(v, dir, mode, c->journal_group_commit_ms / 1000.0,
+                                  (int)c->snapshot_keep, &damaged);
     if (rc < 0) {
         snprintf(err, errlen, "view %s: cannot open its journal in %s: %s", v->id, dir,
                  strerror(-rc));
     } else if (v->restored) {
-        fu_info("view %s: restored from %s: %llu journal records replayed in %.2f s, %llu "
-                "entries",
-                v->id, dir, (unsigned long long)v->replayed, fu_mono_now() - t0,
-                (unsigned long long)fu_tree_count(&v->tree));
+        fu_info("view %s: restored from %s: snapshot at position %llu, then %llu journal "
+                "records replayed, in %.2f s: %llu entries",
+                v->id, dir, (unsigned long long)v->snap_pos, (unsigned long long)v->replayed,
+                fu_mono_now() - t0, (unsigned long long)fu_tree_count(&v->tree));
     }
     if (rc == 0 && damaged) {
         fu_warn("view %s: its journal was damaged; the view holds what was journaled before the "
@@ -155,6 +185,7 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
     if (!f)
         return -ENOMEM;
     pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->snap_mu, NULL);
     f->max_body = (size_t)c->max_body_bytes;
     if (c->management_api_key && !(f->management_key = strdup(c->management_api_key)))
         goto oom;
@@ -240,6 +271,17 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
     }
     if (pthread_create(&f->sweeper, NULL, sweeper_main, f) == 0)
         f->sweeper_running = true;
+    if (c->journal_enabled) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&f->snap_cv, &ca);
+        pthread_condattr_destroy(&ca);
+        f->snap_interval = c->snapshot_interval_sec;
+        f->snap_journal_bytes = (double)c->snapshot_journal_mb * 1024 * 1024;
+        if (pthread_create(&f->snapshotter, NULL, snapshotter_main, f) == 0)
+            f->snapshotter_running = true;
+    }
     *out = f;
     return 0;
 oom:
@@ -259,6 +301,18 @@ void fu_fusion_stop(struct fu_fusion *f)
     }
     if (f->sweeper_running)
         pthread_join(f->sweeper, NULL);
+    if (f->snapshotter_running) {
+        pthread_mutex_lock(&f->snap_mu);
+        pthread_cond_broadcast(&f->snap_cv);
+        pthread_mutex_unlock(&f->snap_mu);
+        pthread_join(f->snapshotter, NULL);
+        pthread_cond_destroy(&f->snap_cv);
+        /* A clean stop leaves a snapshot: the next start has no journal to replay. */
+        for (size_t i = 0; i < f->nviews; i++)
+            if (fu_view_unsnapshotted(&f->views[i]))
+                fu_view_snapshot(&f->views[i], NULL);
+    }
+    pthread_mutex_destroy(&f->snap_mu);
     pthread_mutex_lock(&f->mu);
     while (f->nsessions)
         fu_session_close_locked(f, f->sessions[f->nsessions - 1]);

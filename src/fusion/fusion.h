@@ -92,6 +92,11 @@ struct fu_fusion {
     size_t njobs;
     pthread_t sweeper;
     bool sweeper_running;
+    pthread_t snapshotter;
+    bool snapshotter_running;
+    pthread_mutex_t snap_mu; /* with snap_cv: wakes the snapshotter to stop */
+    pthread_cond_t snap_cv;
+    double snap_interval, snap_journal_bytes;
     atomic_bool stopping;
     size_t max_body;
     char *management_key; /* NULL: the management API answers 403 */

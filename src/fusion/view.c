@@ -2,18 +2,24 @@
  * uses the batch's receive stamp, never the clock; timers get their time from the caller. */
 #include "fusion/view.h"
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "fusion/journal.h"
+#include "fusion/snapshot.h"
+#include "fusion/view_fs/state_io.h"
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, double tombstone_ttl)
 {
     memset(v, 0, sizeof(*v));
     v->id = strdup(id);
+    pthread_mutex_init(&v->snap_mu, NULL);
     /* Writers first: a stream of queries must never starve ingest (glibc prefers readers
      * by default, which let 40 searching clients hold a batch back for seconds). */
     pthread_rwlockattr_t attr;
@@ -41,6 +47,8 @@ void fu_view_free(struct fu_view *v)
     if (!v->id)
         return;
     fu_journal_close(v->journal);
+    pthread_mutex_destroy(&v->snap_mu);
+    free(v->data_dir);
     fu_fs_free(&v->fs);
     fu_tree_free(&v->tree);
     pthread_rwlock_destroy(&v->lock);
@@ -558,19 +566,77 @@ static int replay_one(void *ctx, const struct fu_journal_rec *jr)
     return rc;
 }
 
-int fu_view_open_journal(struct fu_view *v, const char *dir, int fsync_mode, double window_sec,
-                         bool *damaged)
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The newest snapshot that loads; *pos = its position (0 and an empty view: none). */
+static int load_snapshot(struct fu_view *v, const char *dir, uint64_t *pos)
+{
+    *pos = 0;
+    uint64_t *list;
+    int n = fu_snapshot_list(dir, &list);
+    if (n < 0)
+        return n;
+    struct fu_buf state = FU_BUF_INIT;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        char *path = fu_snapshot_path(dir, list[i]);
+        char err[512];
+        struct fu_snapshot_info info;
+        rc = path ? fu_snapshot_read(path, FU_STATE_FORMAT, &state, &info, err, sizeof(err))
+                  : -ENOMEM;
+        if (rc == 0) {
+            pthread_rwlock_wrlock(&v->lock);
+            rc = fu_state_read(&v->tree, &v->fs, state.data, state.len);
+            pthread_rwlock_unlock(&v->lock);
+            if (rc < 0)
+                snprintf(err, sizeof(err), "%s: the state does not load (%s)", path,
+                         strerror(-rc));
+        }
+        free(path);
+        if (rc == 0) {
+            *pos = list[i];
+            break;
+        }
+        if (rc == -EPROTO || rc == -ENOMEM) {
+            fu_error("view %s: %s", v->id, err);
+            break;
+        }
+        fu_error("view %s: %s; trying an older snapshot", v->id, err);
+        rc = 0;
+    }
+    fu_buf_free(&state);
+    free(list);
+    return rc;
+}
+
+int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, double window_sec,
+                         int keep, bool *damaged)
 {
     *damaged = false;
+    if (!(v->data_dir = strdup(dir)))
+        return -ENOMEM;
+    v->snap_keep = keep;
+    int rc = fu_mkdirs(dir, 0750);
+    if (rc < 0 && rc != -EEXIST)
+        return rc;
+    uint64_t from;
+    rc = load_snapshot(v, dir, &from);
+    if (rc < 0)
+        return rc;
     struct fu_journal *j;
-    int rc = fu_journal_open(&j, dir, (enum fu_fsync)fsync_mode, window_sec);
+    rc = fu_journal_open(&j, dir, (enum fu_fsync)fsync_mode, window_sec);
     if (rc < 0)
         return rc;
     struct replay x = {.v = v, .paths = FU_BUF_INIT, .s1 = FU_BUF_INIT, .s2 = FU_BUF_INIT,
                        .s3 = FU_BUF_INIT};
     struct fu_journal_replay_info info;
     pthread_rwlock_wrlock(&v->lock);
-    rc = fu_journal_replay(j, 0, replay_one, &x, &info);
+    rc = fu_journal_replay(j, from, replay_one, &x, &info);
     pthread_rwlock_unlock(&v->lock);
     free(x.rows);
     free(x.srows);
@@ -584,7 +650,61 @@ int fu_view_open_journal(struct fu_view *v, const char *dir, int fsync_mode, dou
     }
     v->journal = j;
     v->replayed = info.records;
-    v->restored = info.records > 0;
+    v->restored = from > 0 || info.records > 0;
+    v->snap_pos = from;
+    v->snap_mono = mono_now();
     *damaged = info.corrupt;
     return 0;
+}
+
+uint64_t fu_view_unsnapshotted(struct fu_view *v)
+{
+    if (!v->journal)
+        return 0;
+    uint64_t end = fu_journal_end(v->journal);
+    pthread_mutex_lock(&v->snap_mu);
+    uint64_t since = end > v->snap_pos ? end - v->snap_pos : 0;
+    pthread_mutex_unlock(&v->snap_mu);
+    return since;
+}
+
+int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
+{
+    if (!v->journal)
+        return -ENOTSUP;
+    struct fu_snapshot_info local;
+    if (!info)
+        info = &local;
+    pthread_mutex_lock(&v->snap_mu);
+    struct fu_buf state = FU_BUF_INIT;
+    uint64_t pos = 0;
+    double t0 = mono_now();
+    /* The read lock keeps changes (and so appends) out: the state is the one at `pos`. */
+    pthread_rwlock_rdlock(&v->lock);
+    int rc = fu_journal_rotate(v->journal, &pos);
+    if (!rc)
+        rc = fu_state_write(&v->tree, &v->fs, &state);
+    pthread_rwlock_unlock(&v->lock);
+    double copied = mono_now() - t0;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    if (!rc)
+        rc = fu_snapshot_write(v->data_dir, pos, FU_STATE_FORMAT, state.data, state.len,
+                               (double)wall.tv_sec + wall.tv_nsec / 1e9, 3, info);
+    fu_buf_free(&state);
+    if (!rc) {
+        v->snap_pos = pos;
+        v->snap_mono = mono_now();
+        uint64_t oldest = fu_snapshot_prune(v->data_dir, v->snap_keep);
+        int dropped = oldest == UINT64_MAX ? 0 : fu_journal_drop_before(v->journal, oldest);
+        fu_info("view %s: snapshot at journal position %llu: %llu bytes (%llu uncompressed), "
+                "state copied in %.3f s, written in %.3f s; %d journal segments dropped",
+                v->id, (unsigned long long)pos, (unsigned long long)info->file_bytes,
+                (unsigned long long)info->raw_bytes, copied, v->snap_mono - t0 - copied,
+                dropped);
+    } else {
+        fu_error("view %s: snapshot failed: %s", v->id, strerror(-rc));
+    }
+    pthread_mutex_unlock(&v->snap_mu);
+    return rc;
 }

@@ -25,6 +25,11 @@ struct fu_view {
     struct fu_journal *journal; /* NULL: memory only (no data directory) */
     bool restored;              /* its state came from disk at start-up */
     uint64_t replayed;          /* journal records replayed at start-up */
+    char *data_dir;             /* of the journal and snapshots */
+    int snap_keep;
+    pthread_mutex_t snap_mu;   /* one snapshot at a time */
+    uint64_t snap_pos;         /* journal position of the last snapshot (0: none) */
+    double snap_mono;          /* when it was taken or loaded (monotonic), 0: never */
 };
 
 /* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */
@@ -57,11 +62,21 @@ int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size
 /* Waits until the change at `jpos` is durable (the journal's fsync policy): 0 or -errno. */
 int fu_view_durable(struct fu_view *v, uint64_t jpos);
 
-/* Opens the view's journal in `dir` and replays it onto the (empty) view. `fsync` and
- * `window_sec` as fu_journal_open. Returns 0 (see v->restored, v->replayed; a damaged
- * journal is logged and replayed up to the damage, *damaged set) or -errno. */
-int fu_view_open_journal(struct fu_view *v, const char *dir, int fsync_mode, double window_sec,
-                         bool *damaged);
+/* Opens the view's storage in `dir`: loads its newest good snapshot (a damaged one is logged
+ * and the next older tried), then replays the journal after it. `fsync` and `window_sec` as
+ * fu_journal_open; `keep`: snapshots kept. Returns 0 (see v->restored, v->replayed,
+ * v->snap_pos; a damaged journal is logged and replayed up to the damage, *damaged set), or
+ * -errno (-EPROTO: a snapshot or journal of a newer format; the view must not start). */
+int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, double window_sec,
+                         int keep, bool *damaged);
+/* Takes a snapshot now: the state at a fresh journal segment's start, written beside the
+ * journal; older snapshots beyond `keep` go, and the journal segments no kept snapshot
+ * needs. Queries go on meanwhile; changes wait while the state is copied (not while it is
+ * compressed and written). Returns 0 (info filled) or -errno. */
+struct fu_snapshot_info;
+int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info);
+/* Journal bytes written since the last snapshot (0 without a journal). */
+uint64_t fu_view_unsnapshotted(struct fu_view *v);
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
                  double tombstone_ttl);

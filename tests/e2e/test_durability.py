@@ -29,6 +29,7 @@ views:
 pipes:
   p: {{receiver: rx, views: [v], session_timeout_seconds: 30}}
 journal: {{fsync: {fsync}}}
+snapshot: {snapshot}
 """
 
 AGENT = """
@@ -60,10 +61,10 @@ def records(path):
 
 
 class Durability(unittest.TestCase):
-    def start(self, fsync="batch"):
+    def start(self, fsync="batch", snapshot="{}"):
         self.home = Home("fusion")
         self.rx = free_port()
-        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync=fsync))
+        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync=fsync, snapshot=snapshot))
         self.home.start_daemon(self)
         self.api = f"http://127.0.0.1:{self.home.api_port}"
         self.recv = f"http://127.0.0.1:{self.rx}"
@@ -81,7 +82,7 @@ class Durability(unittest.TestCase):
         if r.returncode != 0:
             self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
         self.rx = free_port()
-        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch"))
+        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch", snapshot="{}"))
         try:
             self.home.start_daemon(self)
         finally:  # cleanups run last-added first: unmounted before the home is removed
@@ -90,12 +91,15 @@ class Durability(unittest.TestCase):
         self.recv = f"http://127.0.0.1:{self.rx}"
         return data
 
-    def restart(self, kill=False):
+    def kill(self):
         pid = self.home.pid()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid), 10, what="Fusion to die")
+        os.unlink(self.home.pidfile)
+
+    def restart(self, kill=False):
         if kill:
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not pid_alive(pid), 10, what="Fusion to die")
-            os.unlink(self.home.pidfile)
+            self.kill()
         else:
             r = self.home.run("stop")
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -134,6 +138,14 @@ class Durability(unittest.TestCase):
     def segments(self):
         return sorted(glob.glob(f"{self.home.dir}/data/views/v/journal-*.log"))
 
+    def snapshots(self):
+        return sorted(glob.glob(f"{self.home.dir}/data/views/v/snapshot-*.fsnap"))
+
+    def wait_snapshots(self, n):
+        """Waits until the log has reported n snapshots in all."""
+        wait_for(lambda: self.home.log_text().count("view v: snapshot at journal position") >= n,
+                 20, what=f"{n} snapshots")
+
     def push_batches(self, a, n, per=10, prefix="/d"):
         for b in range(n):
             rows = [row(f"{prefix}{b}/f{i}", size=b * 1000 + i) for i in range(per)]
@@ -155,6 +167,87 @@ class Durability(unittest.TestCase):
         self.assertTrue(st["restored"])
         self.assertGreater(st["journal_position"], 0)
         self.assertIn("restored from", self.home.log_text())
+
+    def test_a_clean_stop_leaves_a_snapshot_the_restart_loads(self):
+        self.start()
+        a = self.agent()
+        self.push_batches(a, 30)
+        before = self.tree_files()
+        self.restart()
+        self.assertEqual(len(self.snapshots()), 1)
+        self.assertEqual(self.tree_files(), before)
+        self.assertTrue(self.stats()["restored"])
+        self.assertIn("then 0 journal records replayed", self.home.log_text())
+
+    def test_snapshots_while_running_let_the_journal_go(self):
+        self.start(snapshot="{interval_sec: 1, keep: 1}")
+        a = self.agent()
+        for r in range(3):
+            self.push_batches(a, 10, prefix=f"/r{r}-")
+            self.wait_snapshots(r + 1)
+        self.assertEqual(len(self.snapshots()), 1)
+        # Only the segment the last snapshot starts, and none before it, are left.
+        self.assertEqual(len(self.segments()), 1)
+        self.push_batches(a, 10, prefix="/after-")  # in the journal only
+        self.kill()
+        r = self.home.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.tree_files()), 400)
+        self.assertIn("then 10 journal records replayed", self.home.log_text())
+
+    def test_a_damaged_snapshot_falls_back_to_the_one_before(self):
+        self.start(snapshot="{interval_sec: 1, keep: 2}")
+        a = self.agent()
+        self.push_batches(a, 10, prefix="/one-")
+        self.wait_snapshots(1)
+        self.push_batches(a, 10, prefix="/two-")
+        self.wait_snapshots(2)
+        self.push_batches(a, 10, prefix="/three-")
+        self.kill()
+        newest = self.snapshots()[-1]
+        with open(newest, "r+b") as f:
+            f.seek(100)
+            b = f.read(1)
+            f.seek(100)
+            f.write(bytes([b[0] ^ 0xFF]))
+        r = self.home.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.tree_files()), 300)
+        self.assertIn("damaged payload (CRC); trying an older snapshot", self.home.log_text())
+
+    def test_kill_9_while_a_snapshot_is_written(self):
+        self.start(snapshot="{interval_sec: 1, keep: 2}")
+        a = self.agent()
+        acked = 0
+        caught = False
+        vdir = f"{self.home.dir}/data/views/v"
+        for b in range(400):
+            rows = [row(f"/s{b}/f{i}", size=i) for i in range(1000)]
+            status, resp = a.push([event(rows)])
+            self.assertEqual(status, 200, resp)
+            acked += 1
+            if acked >= 100:
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    if glob.glob(f"{vdir}/snapshot-*.fsnap.tmp"):
+                        os.kill(self.home.pid(), signal.SIGKILL)
+                        caught = True
+                        break
+                    time.sleep(0.0005)
+                if caught:
+                    break
+        if not caught:
+            self.skipTest("no snapshot was caught in the middle of its write")
+        self.kill_wait()
+        r = self.home.run("start", "-D")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.stats()["total_files"], acked * 1000)
+        self.assertEqual(glob.glob(f"{vdir}/*.tmp"), [])
+
+    def kill_wait(self):
+        pid = self.home.pid()
+        wait_for(lambda: not pid_alive(pid), 10, what="Fusion to die")
+        os.unlink(self.home.pidfile)
 
     def test_kill_9_during_a_steady_ingest_loses_no_acknowledged_batch(self):
         self.start()
@@ -204,9 +297,7 @@ class Durability(unittest.TestCase):
         self.start()
         a = self.agent()
         self.push_batches(a, 5)
-        os.kill(self.home.pid(), signal.SIGKILL)
-        wait_for(lambda: not pid_alive(self.home.pid()), 10, what="Fusion to die")
-        os.unlink(self.home.pidfile)
+        self.kill()
         seg = self.segments()[-1]
         with open(seg, "ab") as f:  # a record header promising more than was written
             f.write(struct.pack("<II", 5000, 0) + b"\x01" + b"x" * 100)
@@ -225,8 +316,7 @@ class Durability(unittest.TestCase):
         self.start()
         a = self.agent()
         self.push_batches(a, 10)
-        r = self.home.run("stop")
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kill()  # no snapshot at stop: the batches are in the journal only
         seg = self.segments()[-1]
         batches = [x for x in records(seg) if x[2] == 1]
         self.assertEqual(len(batches), 10)

@@ -69,6 +69,12 @@ static void level_append(struct fu_clock *c, uint32_t v)
     c->level_tail[x->count] = v;
 }
 
+uint32_t fu_clock_lookup(const struct fu_clock *c, int64_t skew)
+{
+    uint32_t slot;
+    return find(c, skew, &slot);
+}
+
 void fu_clock_init(struct fu_clock *c)
 {
     memset(c, 0, sizeof(*c));

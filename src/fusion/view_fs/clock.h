@@ -55,5 +55,8 @@ static inline double fu_clock_watermark(const struct fu_clock *c, double now)
     return now - fu_clock_skew(c, 0);
 }
 uint32_t fu_clock_samples(const struct fu_clock *c);
+/* The record of value `skew` (an index into vals), 0 when it has none: what the clock's own
+ * table lookup finds (a loaded clock must answer the same). */
+uint32_t fu_clock_lookup(const struct fu_clock *c, int64_t skew);
 
 #endif

@@ -3,6 +3,7 @@
 #include "fusion/view_fs/tree.h"
 
 #include "common/probe.h"
+#include "fusion/view_fs/state_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -838,4 +839,506 @@ size_t fu_tree_memory(const struct fu_tree *t)
     m += t->nslots * sizeof(uint32_t);
     m += t->aggs_cap * sizeof(struct fu_agg);
     return m;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/* Node records go out as they lie in memory, so the layout is the struct's, with no padding. */
+_Static_assert(offsetof(struct fu_node, name_off) == 4 && offsetof(struct fu_node, next) == 8 &&
+                   offsetof(struct fu_node, prev) == 12 && offsetof(struct fu_node, agg) == 16 &&
+                   offsetof(struct fu_node, flags) == 20 &&
+                   offsetof(struct fu_node, lineage) == 22 &&
+                   offsetof(struct fu_node, size) == 24 && offsetof(struct fu_node, mtime) == 32 &&
+                   offsetof(struct fu_node, ctime) == 40 && offsetof(struct fu_node, updated) == 48,
+               "the node record is state_io.c's node layout");
+
+#define AGG_BYTES 56u /* an aggregate record in the bytes: its fields, without padding */
+#define LIVE_FLAGS                                                                                 \
+    (FU_N_DIR | FU_N_SUSPECT | FU_N_AGENT_MISSING | FU_N_AUDIT_SKIPPED | FU_N_BLIND_ADD |          \
+     FU_N_AUDIT_SEEN)
+
+static size_t entry_size(size_t len)
+{
+    return len + (len < 0x80 ? 1 : 2);
+}
+
+void fu_tree_dump(const struct fu_tree *t, struct fu_buf *out)
+{
+    /* A full name chunk's tail past its last entry was never written: send each chunk up to
+     * the end of its last entry, found from the intern index, which holds every entry. */
+    const struct fu_names *h = &t->names;
+    uint32_t *used = calloc(h->nchunks ? h->nchunks : 1, sizeof(*used));
+    if (!used) {
+        out->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < h->nslots; i++) {
+        uint32_t off = h->slots[i];
+        if (off == UINT32_MAX)
+            continue;
+        size_t len;
+        name_at(h, off, &len);
+        uint32_t end = off % HEAP_CHUNK + (uint32_t)entry_size(len);
+        if (end > used[off / HEAP_CHUNK])
+            used[off / HEAP_CHUNK] = end;
+    }
+    if (h->nchunks)
+        used[h->nchunks - 1] = h->used;
+
+    fu_state_put_u32(out, t->nnodes);
+    fu_state_put_u32(out, t->free_head);
+    fu_state_put_u32(out, t->live);
+    fu_state_put_u32(out, t->released_nodes);
+    fu_state_put_u64(out, t->released_names);
+    for (size_t base = 0; base < t->nnodes; base += NODE_CHUNK) {
+        size_t n = t->nnodes - base < NODE_CHUNK ? t->nnodes - base : NODE_CHUNK;
+        fu_buf_append(out, t->chunks[base / NODE_CHUNK], n * sizeof(struct fu_node));
+    }
+
+    fu_state_put_u32(out, (uint32_t)h->nchunks);
+    fu_state_put_u64(out, h->bytes);
+    for (size_t c = 0; c < h->nchunks; c++) {
+        fu_state_put_u32(out, used[c]);
+        fu_buf_append(out, h->chunks[c], used[c]);
+    }
+    free(used);
+    fu_state_put_u64(out, h->nslots);
+    fu_state_put_u64(out, h->nused);
+    fu_buf_append(out, h->slots, h->nslots * sizeof(*h->slots));
+
+    fu_state_put_u64(out, t->nslots);
+    fu_state_put_u64(out, t->used_slots);
+    fu_buf_append(out, t->slots, t->nslots * sizeof(*t->slots));
+
+    fu_state_put_u32(out, t->naggs);
+    fu_state_put_u32(out, t->agg_free);
+    unsigned char *p = fu_state_reserve(out, (size_t)t->naggs * AGG_BYTES);
+    for (uint32_t i = 0; p && i < t->naggs; i++, p += AGG_BYTES) {
+        const struct fu_agg *g = &t->aggs[i];
+        memcpy(p, &g->first_child, 4);
+        memcpy(p + 4, &g->files, 8);
+        memcpy(p + 12, &g->dirs, 8);
+        memcpy(p + 20, &g->bytes, 8);
+        memcpy(p + 28, &g->suspects, 8);
+        memcpy(p + 36, &g->newest_mtime, 8);
+        memcpy(p + 44, &g->oldest_dir_mtime, 8);
+        memcpy(p + 52, &g->oldest_dir, 4);
+    }
+
+    fu_state_put_u32(out, (uint32_t)t->lineages.n);
+    for (size_t i = 0; i < t->lineages.n; i++) {
+        size_t len = strlen(t->lineages.v[i]);
+        fu_state_put_u32(out, (uint32_t)len);
+        fu_buf_append(out, t->lineages.v[i], len);
+    }
+}
+
+/* A power of two no smaller than the first size the code allocates. */
+static bool slots_size_ok(uint64_t n)
+{
+    return n >= 1024 && !(n & (n - 1));
+}
+
+/* One chunk of the name heap: entries back to back from 0 to `used`. Marks where each starts
+ * in `starts` (a bit per byte of the chunk), counts them, and gives the size of the first. */
+static bool names_parse_chunk(const unsigned char *p, uint32_t used, unsigned char *starts,
+                              uint64_t *count, size_t *first)
+{
+    *first = 0;
+    for (uint32_t off = 0; off < used;) {
+        size_t len, hdr = 1;
+        if (p[off] < 0x80) {
+            len = p[off];
+        } else {
+            if (used - off < 2)
+                return false;
+            len = (size_t)(p[off] & 0x7F) | (size_t)p[off + 1] << 7;
+            hdr = 2;
+        }
+        if (hdr + len > used - off)
+            return false;
+        if (!off)
+            *first = hdr + len;
+        starts[off / 8] |= (unsigned char)(1u << (off % 8));
+        (*count)++;
+        off += (uint32_t)(hdr + len);
+    }
+    return true;
+}
+
+static bool is_start(const unsigned char *starts, size_t nchunks, uint32_t off)
+{
+    return off / HEAP_CHUNK < nchunks && (starts[off / 8] >> (off % 8) & 1);
+}
+
+/* The interned name's offset, UINT32_MAX when absent. */
+static uint32_t names_find(const struct fu_names *h, const unsigned char *name, size_t len)
+{
+    size_t mask = h->nslots - 1;
+    for (size_t i = (size_t)XXH3_64bits(name, len) & mask; h->slots[i] != UINT32_MAX;
+         i = (i + 1) & mask) {
+        size_t l;
+        const unsigned char *p = name_at(h, h->slots[i], &l);
+        if (l == len && !memcmp(p, name, len))
+            return h->slots[i];
+    }
+    return UINT32_MAX;
+}
+
+/* The name heap and its index; `starts` receives the entry starts of the whole heap. */
+static int load_names(struct fu_names *h, struct fu_state_rd *r, unsigned char **starts)
+{
+    uint32_t nchunks = fu_state_u32(r);
+    uint64_t bytes = fu_state_u64(r), total = 0, entries = 0;
+    /* A chunk is a length and at least one entry. */
+    if (r->bad || !nchunks || nchunks > UINT32_MAX / HEAP_CHUNK || !fu_state_room(r, nchunks, 5))
+        return -EINVAL;
+    h->chunks = calloc(nchunks, sizeof(*h->chunks));
+    if (!h->chunks)
+        return -ENOMEM;
+    size_t prev_used = 0;
+    for (uint32_t c = 0; c < nchunks; c++) {
+        uint32_t used = fu_state_u32(r);
+        /* A chunk was closed when the next entry did not fit: all but the last are nearly
+         * full, so each chunk allocated stands for nearly as many bytes read. */
+        if (r->bad || !used || used > HEAP_CHUNK ||
+            (c + 1 < nchunks && used <= HEAP_CHUNK - entry_size(MAX_NAME)))
+            return -EINVAL;
+        const unsigned char *p = fu_state_take(r, used);
+        if (!p)
+            return -EINVAL;
+        unsigned char *s = realloc(*starts, (size_t)(c + 1) * (HEAP_CHUNK / 8));
+        if (!s)
+            return -ENOMEM;
+        *starts = s;
+        memset(s + (size_t)c * (HEAP_CHUNK / 8), 0, HEAP_CHUNK / 8);
+        if (!(h->chunks[c] = malloc(HEAP_CHUNK)))
+            return -ENOMEM;
+        h->nchunks++;
+        memcpy(h->chunks[c], p, used);
+        size_t first;
+        if (!names_parse_chunk(p, used, s + (size_t)c * (HEAP_CHUNK / 8), &entries, &first))
+            return -EINVAL;
+        if (c && prev_used + first <= HEAP_CHUNK)
+            return -EINVAL; /* that entry would have gone into the previous chunk */
+        prev_used = used;
+        total += used;
+    }
+    h->used = (uint32_t)prev_used;
+    h->bytes = bytes;
+    uint64_t nslots = fu_state_u64(r), nused = fu_state_u64(r);
+    if (r->bad || total != bytes || !slots_size_ok(nslots) || nused > nslots ||
+        nused * 4 > nslots * 3 || nused != entries || !fu_state_room(r, nslots, 4))
+        return -EINVAL;
+    if (!(h->slots = malloc(nslots * sizeof(*h->slots))))
+        return -ENOMEM;
+    h->nslots = nslots;
+    h->nused = nused;
+    fu_state_get(r, h->slots, nslots * 4);
+    /* Every entry once in the index, where an intern looks for it. */
+    uint64_t n = 0;
+    for (size_t i = 0; i < h->nslots; i++) {
+        if (h->slots[i] == UINT32_MAX)
+            continue;
+        if (!is_start(*starts, h->nchunks, h->slots[i]))
+            return -EINVAL;
+        n++;
+    }
+    if (n != nused)
+        return -EINVAL;
+    for (size_t i = 0; i < h->nslots; i++) {
+        if (i + 8 < h->nslots && h->slots[i + 8] != UINT32_MAX) /* on its way meanwhile */
+            __builtin_prefetch(h->chunks[h->slots[i + 8] / HEAP_CHUNK] +
+                               h->slots[i + 8] % HEAP_CHUNK);
+        if (h->slots[i] == UINT32_MAX)
+            continue;
+        size_t len;
+        const unsigned char *name = name_at(h, h->slots[i], &len);
+        if (names_find(h, name, len) != h->slots[i])
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char **starts)
+{
+    t->nnodes = fu_state_u32(r);
+    t->free_head = fu_state_u32(r);
+    t->live = fu_state_u32(r);
+    t->released_nodes = fu_state_u32(r);
+    t->released_names = fu_state_u64(r);
+    if (r->bad || !t->nnodes || t->nnodes == UINT32_MAX || !t->live || t->live > t->nnodes ||
+        !fu_state_room(r, t->nnodes, sizeof(struct fu_node)))
+        return -EINVAL;
+    size_t nchunks = ((size_t)t->nnodes + NODE_CHUNK - 1) / NODE_CHUNK;
+    if (!(t->chunks = calloc(nchunks, sizeof(*t->chunks))))
+        return -ENOMEM;
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t n =
+            t->nnodes - c * NODE_CHUNK < NODE_CHUNK ? t->nnodes - c * NODE_CHUNK : NODE_CHUNK;
+        if (!(t->chunks[c] = malloc(NODE_CHUNK * sizeof(struct fu_node))))
+            return -ENOMEM;
+        t->nchunks++;
+        fu_state_get(r, t->chunks[c], n * sizeof(struct fu_node));
+    }
+
+    int rc = load_names(&t->names, r, starts);
+    if (rc < 0)
+        return rc;
+
+    uint64_t nslots = fu_state_u64(r), used = fu_state_u64(r);
+    if (r->bad || !slots_size_ok(nslots) || used > nslots || used * 4 > nslots * 3 ||
+        !fu_state_room(r, nslots, 4))
+        return -EINVAL;
+    if (!(t->slots = malloc(nslots * sizeof(*t->slots))))
+        return -ENOMEM;
+    t->nslots = nslots;
+    t->used_slots = used;
+    fu_state_get(r, t->slots, nslots * 4);
+
+    t->naggs = fu_state_u32(r);
+    t->agg_free = fu_state_u32(r);
+    if (r->bad || !t->naggs || !fu_state_room(r, t->naggs, AGG_BYTES))
+        return -EINVAL;
+    if (!(t->aggs = calloc(t->naggs, sizeof(*t->aggs))))
+        return -ENOMEM;
+    t->aggs_cap = t->naggs;
+    const unsigned char *p = fu_state_take(r, (size_t)t->naggs * AGG_BYTES);
+    for (uint32_t i = 0; i < t->naggs; i++, p += AGG_BYTES) {
+        struct fu_agg *g = &t->aggs[i];
+        memcpy(&g->first_child, p, 4);
+        memcpy(&g->files, p + 4, 8);
+        memcpy(&g->dirs, p + 12, 8);
+        memcpy(&g->bytes, p + 20, 8);
+        memcpy(&g->suspects, p + 28, 8);
+        memcpy(&g->newest_mtime, p + 36, 8);
+        memcpy(&g->oldest_dir_mtime, p + 44, 8);
+        memcpy(&g->oldest_dir, p + 52, 4);
+    }
+
+    /* Lineage pairs: at most LINEAGE_MAX, the first the empty one. */
+    uint32_t n = fu_state_u32(r);
+    if (r->bad || n < 2 || n % 2 || n / 2 > LINEAGE_MAX || !fu_state_room(r, n, 4))
+        return -EINVAL;
+    if (!(t->lineages.v = calloc(n, sizeof(char *))))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = fu_state_u32(r);
+        const unsigned char *s = fu_state_take(r, len);
+        if (!s || memchr(s, '\0', len) || (i < 2 && len))
+            return -EINVAL;
+        char *copy = malloc((size_t)len + 1);
+        if (!copy)
+            return -ENOMEM;
+        memcpy(copy, s, len);
+        copy[len] = '\0';
+        t->lineages.v[t->lineages.n++] = copy;
+    }
+    return 0;
+}
+
+#define AGG_FREE (UINT32_MAX - 1) /* owner of an aggregate record on the free list */
+
+static bool bit_test_set(uint64_t *bits, uint32_t i)
+{
+    bool was = bits[i / 64] >> (i % 64) & 1;
+    bits[i / 64] |= 1ull << (i % 64);
+    return was;
+}
+
+/* Everything tree.c relies on, over the loaded arrays. `owner` and `queue` (an entry per
+ * aggregate record) and `visited` (a bit per node, zeroed) are scratch. */
+static bool check_structure(const struct fu_tree *t, const unsigned char *starts, uint32_t *owner,
+                            uint32_t *queue, uint64_t *visited)
+{
+    /* Each node alone: flags, parent, lineage, name, aggregate record (one per directory). */
+    uint32_t live = 0, dirs = 0, pairs = (uint32_t)(t->lineages.n / 2);
+    for (uint32_t i = 0; i < t->naggs; i++)
+        owner[i] = UINT32_MAX;
+    if (fu_tree_node(t, FU_NID_ROOT)->flags & FU_N_FREE)
+        return false;
+    for (fu_nid id = 0; id < t->nnodes; id++) {
+        const struct fu_node *n = fu_tree_node(t, id);
+        if (n->flags & FU_N_FREE)
+            continue;
+        live++;
+        if ((n->flags & ~LIVE_FLAGS) || n->lineage >= pairs ||
+            !is_start(starts, t->names.nchunks, n->name_off))
+            return false;
+        if (id == FU_NID_ROOT) {
+            if (n->parent != FU_NID_NONE || !(n->flags & FU_N_DIR) || n->next != FU_NID_NONE ||
+                n->prev != FU_NID_NONE)
+                return false;
+        } else if (n->parent >= t->nnodes ||
+                   (fu_tree_node(t, n->parent)->flags & (FU_N_FREE | FU_N_DIR)) != FU_N_DIR) {
+            return false;
+        }
+        if (n->flags & FU_N_DIR) {
+            if (n->agg >= t->naggs || owner[n->agg] != UINT32_MAX)
+                return false;
+            owner[n->agg] = id;
+            dirs++;
+        }
+    }
+    if (live != t->live)
+        return false;
+
+    /* The free lists: every free node and every spare aggregate record, each once. */
+    uint32_t nfree = 0;
+    for (fu_nid id = t->free_head; id != FU_NID_NONE; id = fu_tree_node(t, id)->next) {
+        if (id >= t->nnodes || !(fu_tree_node(t, id)->flags & FU_N_FREE) ||
+            bit_test_set(visited, id))
+            return false;
+        nfree++;
+    }
+    if (nfree != t->nnodes - t->live)
+        return false;
+    memset(visited, 0, ((size_t)t->nnodes + 63) / 64 * 8);
+    uint32_t spare = 0;
+    for (uint32_t i = t->agg_free; i != UINT32_MAX; i = (uint32_t)t->aggs[i].files) {
+        if (i >= t->naggs || owner[i] != UINT32_MAX)
+            return false;
+        owner[i] = AGG_FREE;
+        spare++;
+    }
+    if (dirs + spare != t->naggs)
+        return false;
+
+    /* From the root down, breadth first: every live node in its parent's sibling list, once,
+     * linked both ways, so parent chains end at the root and no list loops. Each directory's
+     * counts are those of its children (theirs, for directories), hence of its subtree. */
+    uint32_t head = 0, tail = 0, reached = 0;
+    queue[tail++] = FU_NID_ROOT;
+    bit_test_set(visited, FU_NID_ROOT);
+    while (head < tail) {
+        fu_nid d = queue[head++];
+        const struct fu_agg *g = &t->aggs[fu_tree_node(t, d)->agg];
+        uint64_t files = 0, ndirs = 0, bytes = 0, suspects = 0;
+        fu_nid prev = FU_NID_NONE;
+        for (fu_nid c = g->first_child; c != FU_NID_NONE; c = fu_tree_node(t, c)->next) {
+            if (c >= t->nnodes || bit_test_set(visited, c))
+                return false;
+            const struct fu_node *n = fu_tree_node(t, c);
+            if ((n->flags & FU_N_FREE) || n->parent != d || n->prev != prev)
+                return false;
+            if (n->flags & FU_N_DIR) {
+                const struct fu_agg *cg = &t->aggs[n->agg];
+                queue[tail++] = c;
+                files += cg->files;
+                ndirs += cg->dirs + 1;
+                bytes += cg->bytes;
+                suspects += cg->suspects;
+            } else {
+                files++;
+                bytes += n->size;
+                suspects += (n->flags & FU_N_SUSPECT) != 0;
+            }
+            reached++;
+            prev = c;
+        }
+        if (files != g->files || ndirs != g->dirs || bytes != g->bytes || suspects != g->suspects)
+            return false;
+        if (g->oldest_dir != FU_NID_NONE &&
+            (g->oldest_dir >= t->nnodes ||
+             (fu_tree_node(t, g->oldest_dir)->flags & (FU_N_FREE | FU_N_DIR)) != FU_N_DIR))
+            return false;
+    }
+    if (reached != t->live - 1)
+        return false;
+
+    /* The (parent, name) index: each live node but the root once, where a lookup finds it
+     * (not behind another node of the same parent and name). In slot order, the probes go
+     * over slots and nodes just seen: one cache miss a node. */
+    memset(visited, 0, ((size_t)t->nnodes + 63) / 64 * 8);
+    size_t n = 0;
+    for (size_t i = 0; i < t->nslots; i++) {
+        fu_nid id = t->slots[i];
+        if (id == FU_NID_NONE)
+            continue;
+        if (id >= t->nnodes || id == FU_NID_ROOT || (fu_tree_node(t, id)->flags & FU_N_FREE) ||
+            bit_test_set(visited, id))
+            return false;
+        n++;
+    }
+    if (n != t->used_slots || n != (size_t)t->live - 1)
+        return false;
+    for (size_t i = 0; i < t->nslots; i++) {
+        /* The node of a slot ahead, and the name of one nearer, are on their way meanwhile
+         * (every slot was checked above: below nnodes, or empty). */
+        if (i + 16 < t->nslots && t->slots[i + 16] != FU_NID_NONE)
+            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16]));
+        if (i + 8 < t->nslots && t->slots[i + 8] != FU_NID_NONE) {
+            uint32_t off = fu_tree_node(t, t->slots[i + 8])->name_off;
+            __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
+        }
+        fu_nid id = t->slots[i];
+        if (id == FU_NID_NONE)
+            continue;
+        size_t len;
+        const char *name = fu_tree_name(t, id, &len);
+        if (fu_tree_child(t, fu_tree_node(t, id)->parent, name, len) != id)
+            return false;
+    }
+    return true;
+}
+
+int fu_tree_load(struct fu_tree *t, struct fu_state_rd *r)
+{
+    memset(t, 0, sizeof(*t));
+    t->dc_id = FU_NID_NONE;
+    unsigned char *starts = NULL;
+    uint32_t *owner = NULL, *queue = NULL;
+    uint64_t *visited = NULL;
+    int rc = load_arrays(t, r, &starts);
+    if (rc == 0) {
+        owner = malloc((size_t)t->naggs * sizeof(*owner));
+        queue = malloc((size_t)t->naggs * sizeof(*queue));
+        visited = calloc(((size_t)t->nnodes + 63) / 64, sizeof(*visited));
+        rc = owner && queue && visited ? 0 : -ENOMEM;
+    }
+    if (rc == 0 && !check_structure(t, starts, owner, queue, visited))
+        rc = -EINVAL;
+    free(starts);
+    free(owner);
+    free(visited);
+    free(queue);
+    if (rc < 0) {
+        fu_tree_free(t);
+        return rc;
+    }
+    return 0;
+}
+
+void fu_tree_reset(struct fu_tree *t)
+{
+    for (size_t i = 1; i < t->nchunks; i++)
+        free(t->chunks[i]);
+    t->nchunks = t->nchunks ? 1 : 0;
+    t->nnodes = 0;
+    t->free_head = FU_NID_NONE;
+    t->live = 0;
+    struct fu_names *h = &t->names;
+    for (size_t i = 1; i < h->nchunks; i++)
+        free(h->chunks[i]);
+    h->nchunks = h->nchunks ? 1 : 0;
+    h->used = 0;
+    h->bytes = 0;
+    if (h->slots)
+        memset(h->slots, 0xFF, h->nslots * sizeof(*h->slots));
+    h->nused = 0;
+    t->released_names = 0;
+    t->released_nodes = 0;
+    if (t->slots)
+        memset(t->slots, 0xFF, t->nslots * sizeof(*t->slots));
+    t->used_slots = 0;
+    t->naggs = 0;
+    t->agg_free = UINT32_MAX;
+    for (size_t i = 2; i < t->lineages.n; i++)
+        free(t->lineages.v[i]);
+    if (t->lineages.n > 2)
+        t->lineages.n = 2;
+    t->dc_id = FU_NID_NONE;
+    /* Every array is there, so the root needs no allocation. */
+    fu_nid root;
+    node_new(t, FU_NID_NONE, "", 0, true, &root);
 }

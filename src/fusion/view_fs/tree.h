@@ -168,6 +168,22 @@ void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **age
 bool fu_tree_maybe_compact(struct fu_tree *t);
 int fu_tree_compact(struct fu_tree *t);
 
+/* Durable snapshots (view_fs/state_io.c documents the bytes). fu_tree_dump appends everything
+ * but the lookup cache (dc_*) and the release hook; an allocation failure sets out->oom.
+ * fu_tree_load builds *t (not initialised on entry) from what fu_tree_dump wrote, node ids
+ * and all, and checks every index against its bound and the structure (one tree from the
+ * root, free lists, both hash indexes, the subtree counts), so that nothing done to the
+ * result can read out of bounds or loop; it has no hook. Returns 0, -EINVAL (not such
+ * bytes; the cursor's position is then unspecified) or -ENOMEM; on failure *t is zeroed and
+ * holds nothing. */
+struct fu_state_rd;
+void fu_tree_dump(const struct fu_tree *t, struct fu_buf *out);
+int fu_tree_load(struct fu_tree *t, struct fu_state_rd *r);
+/* Empties the tree as fu_tree_init would, without allocating: the arrays keep their size. The
+ * tree must come from fu_tree_init or fu_tree_load. The release hook stays and is not
+ * called. */
+void fu_tree_reset(struct fu_tree *t);
+
 /* Live entries (the root included), and the bytes the structure holds. */
 static inline uint32_t fu_tree_count(const struct fu_tree *t)
 {

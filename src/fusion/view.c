@@ -657,13 +657,15 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     return 0;
 }
 
-uint64_t fu_view_unsnapshotted(struct fu_view *v)
+uint64_t fu_view_unsnapshotted(struct fu_view *v, double *age)
 {
     if (!v->journal)
         return 0;
     uint64_t end = fu_journal_end(v->journal);
     pthread_mutex_lock(&v->snap_mu);
     uint64_t since = end > v->snap_pos ? end - v->snap_pos : 0;
+    if (age)
+        *age = mono_now() - v->snap_mono;
     pthread_mutex_unlock(&v->snap_mu);
     return since;
 }

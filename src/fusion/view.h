@@ -75,8 +75,9 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
  * compressed and written). Returns 0 (info filled) or -errno. */
 struct fu_snapshot_info;
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info);
-/* Journal bytes written since the last snapshot (0 without a journal). */
-uint64_t fu_view_unsnapshotted(struct fu_view *v);
+/* Journal bytes written since the last snapshot (0 without a journal); *age (may be NULL):
+ * seconds since that snapshot was taken or loaded. */
+uint64_t fu_view_unsnapshotted(struct fu_view *v, double *age);
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
                  double tombstone_ttl);

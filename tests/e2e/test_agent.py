@@ -108,7 +108,7 @@ class AgentSnapshot(unittest.TestCase):
                                os.stat(f"{self.root}/d3/f07.dat").st_mtime, places=5)
         s = self.sessions()
         self.assertEqual([(x["task_id"], x["role"]) for x in s], [("host-a:sync", "leader")])
-        self.assertIn("snapshot done", a.log_text())
+        wait_for(lambda: "snapshot done" in a.log_text(), timeout=10, what="the snapshot's end")
 
         def pipe_status():
             r = a.run("status", "--json")
@@ -335,7 +335,8 @@ class AgentSnapshot(unittest.TestCase):
         wait_for(lambda: self.tree_paths() == want, timeout=20,
                  what="everything but the unreadable directory's contents")
         self.assertIn("/d2: Permission denied", a.log_text())
-        self.assertIn("snapshot done", a.log_text())
+        # The rows arrive before the end marker's reply: the log line may come a moment later.
+        wait_for(lambda: "snapshot done" in a.log_text(), timeout=10, what="the snapshot's end")
 
     def test_agent_waits_for_fusion(self):
         a = self.start_agent("host-a")

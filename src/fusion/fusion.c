@@ -89,13 +89,10 @@ static void *snapshotter_main(void *arg)
         if (f->stopping)
             break;
         pthread_mutex_unlock(&f->snap_mu);
-        for (size_t i = 0; i < f->nviews && !f->stopping; i++) {
-            struct fu_view *v = &f->views[i];
-            double age;
-            uint64_t grown = fu_view_unsnapshotted(v, &age);
-            if (grown && (grown >= (uint64_t)f->snap_journal_bytes || age >= f->snap_interval))
-                fu_view_snapshot(v, NULL);
-        }
+        for (size_t i = 0; i < f->nviews && !f->stopping; i++)
+            if (fu_view_snapshot_due(&f->views[i], (uint64_t)f->snap_journal_bytes,
+                                     f->snap_interval))
+                fu_view_snapshot(&f->views[i], NULL);
         pthread_mutex_lock(&f->snap_mu);
     }
     pthread_mutex_unlock(&f->snap_mu);
@@ -308,7 +305,7 @@ void fu_fusion_stop(struct fu_fusion *f)
         pthread_cond_destroy(&f->snap_cv);
         /* A clean stop leaves a snapshot: the next start has no journal to replay. */
         for (size_t i = 0; i < f->nviews; i++)
-            if (fu_view_unsnapshotted(&f->views[i], NULL))
+            if (fu_view_unsnapshotted(&f->views[i]))
                 fu_view_snapshot(&f->views[i], NULL);
     }
     pthread_mutex_destroy(&f->snap_mu);

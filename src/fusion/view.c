@@ -657,17 +657,28 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     return 0;
 }
 
-uint64_t fu_view_unsnapshotted(struct fu_view *v, double *age)
+uint64_t fu_view_unsnapshotted(struct fu_view *v)
 {
     if (!v->journal)
         return 0;
     uint64_t end = fu_journal_end(v->journal);
     pthread_mutex_lock(&v->snap_mu);
     uint64_t since = end > v->snap_pos ? end - v->snap_pos : 0;
-    if (age)
-        *age = mono_now() - v->snap_mono;
     pthread_mutex_unlock(&v->snap_mu);
     return since;
+}
+
+bool fu_view_snapshot_due(struct fu_view *v, uint64_t bytes, double interval)
+{
+    uint64_t grown = fu_view_unsnapshotted(v);
+    if (!grown)
+        return false;
+    double now = mono_now();
+    pthread_mutex_lock(&v->snap_mu);
+    bool due = (grown >= bytes || now - v->snap_mono >= interval) &&
+               (!v->snap_failed || now - v->snap_failed >= 60);
+    pthread_mutex_unlock(&v->snap_mu);
+    return due;
 }
 
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
@@ -694,6 +705,7 @@ int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
         rc = fu_snapshot_write(v->data_dir, pos, FU_STATE_FORMAT, state.data, state.len,
                                (double)wall.tv_sec + wall.tv_nsec / 1e9, 3, info);
     fu_buf_free(&state);
+    v->snap_failed = rc ? mono_now() : 0;
     if (!rc) {
         v->snap_pos = pos;
         v->snap_mono = mono_now();

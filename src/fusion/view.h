@@ -30,6 +30,7 @@ struct fu_view {
     pthread_mutex_t snap_mu;   /* one snapshot at a time */
     uint64_t snap_pos;         /* journal position of the last snapshot (0: none) */
     double snap_mono;          /* when it was taken or loaded (monotonic), 0: never */
+    double snap_failed;        /* when the last attempt failed (monotonic), 0: none */
 };
 
 /* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */
@@ -75,9 +76,12 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
  * compressed and written). Returns 0 (info filled) or -errno. */
 struct fu_snapshot_info;
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info);
-/* Journal bytes written since the last snapshot (0 without a journal); *age (may be NULL):
- * seconds since that snapshot was taken or loaded. */
-uint64_t fu_view_unsnapshotted(struct fu_view *v, double *age);
+/* Journal bytes written since the last snapshot (0 without a journal). */
+uint64_t fu_view_unsnapshotted(struct fu_view *v);
+/* Whether a snapshot is due: the journal grew by `bytes` since the last one, or grew at all
+ * and the last one is `interval` seconds old; never within a minute of a failed attempt (a
+ * full disk is not retried every second). */
+bool fu_view_snapshot_due(struct fu_view *v, uint64_t bytes, double interval);
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
                  double tombstone_ttl);

@@ -7,7 +7,6 @@
 #include "common/fsutil.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +20,6 @@ int fu_cfgupd_read(const char *dir, const char *name, struct fu_buf *out)
     int rc = fu_read_file(path, 64u << 20, out); /* regular files only: never a FIFO */
     free(path);
     return rc;
-}
-
-/* Makes the renames durable. */
-static void sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 int fu_cfgupd_apply(const char *dir, const struct fu_strv *files, const char *active_file,
@@ -95,7 +84,7 @@ int fu_cfgupd_apply(const char *dir, const struct fu_strv *files, const char *ac
     if (rc && tmp)
         unlink(tmp);
     if (!rc)
-        sync_dir(dir);
+        fu_fsync_dir(dir);
     free(list);
     free(target);
     free(tmpname);

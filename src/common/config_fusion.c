@@ -130,11 +130,10 @@ static const struct fu_schema fusion_block_schema = {"fusion", fusion_block_fiel
 static const struct fu_field journal_fields[] = {
     {"enabled", FT_BOOL, ROOT(journal_enabled), 0, NORANGE, NULL, NULL, NULL},
     {"fsync", FT_ENUM, ROOT(journal_fsync), 0, NORANGE, fsync_choices, NULL, NULL},
-    {"group_commit_ms", FT_FLOAT, ROOT(journal_group_commit_ms), 0, RANGE(0, 10), NULL, NULL,
-     NULL},
+    {"group_commit_ms", FT_FLOAT, ROOT(journal_group_commit_ms), 0, RANGE(0, 10), NULL, NULL, NULL},
 };
-static const struct fu_schema journal_schema = {"journal", journal_fields,
-                                                FU_COUNT(journal_fields), 0, NULL};
+static const struct fu_schema journal_schema = {"journal", journal_fields, FU_COUNT(journal_fields),
+                                                0, NULL};
 static const struct fu_field snapshot_fields[] = {
     {"interval_sec", FT_FLOAT, ROOT(snapshot_interval_sec), 0, RANGE(1, 1e9), NULL, NULL, NULL},
     {"journal_mb", FT_INT, ROOT(snapshot_journal_mb), 0, RANGE(1, 1e7), NULL, NULL, NULL},

@@ -34,8 +34,8 @@ static uint32_t soft(uint32_t c, const unsigned char *p, size_t n)
         memcpy(&w, p, 8);
         w ^= c;
         c = table[7][w & 0xFF] ^ table[6][(w >> 8) & 0xFF] ^ table[5][(w >> 16) & 0xFF] ^
-            table[4][(w >> 24) & 0xFF] ^ table[3][(w >> 32) & 0xFF] ^
-            table[2][(w >> 40) & 0xFF] ^ table[1][(w >> 48) & 0xFF] ^ table[0][w >> 56];
+            table[4][(w >> 24) & 0xFF] ^ table[3][(w >> 32) & 0xFF] ^ table[2][(w >> 40) & 0xFF] ^
+            table[1][(w >> 48) & 0xFF] ^ table[0][w >> 56];
         p += 8;
         n -= 8;
     }
@@ -45,8 +45,7 @@ static uint32_t soft(uint32_t c, const unsigned char *p, size_t n)
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t hard(uint32_t c, const unsigned char *p,
-                                                      size_t n)
+__attribute__((target("sse4.2"))) static uint32_t hard(uint32_t c, const unsigned char *p, size_t n)
 {
     uint64_t c64 = c;
     while (n >= 8) {

@@ -91,6 +91,16 @@ int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
     return rc;
 }
 
+int fu_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 int fu_mkdirs(const char *path, mode_t mode)
 {
     if (!*path)

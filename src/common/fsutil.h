@@ -14,6 +14,8 @@
 int fu_read_file(const char *path, size_t max, struct fu_buf *out);
 /* Writes via a temp file in the same directory, fsync, rename: readers see old or new. */
 int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* fsync of a directory: makes the creations, renames and removals in it durable. 0 or -errno. */
+int fu_fsync_dir(const char *dir);
 /* mkdir -p with `mode` for the directories it creates. */
 int fu_mkdirs(const char *path, mode_t mode);
 /* Joins a and b with one '/', into a new string (caller frees); NULL on OOM. */

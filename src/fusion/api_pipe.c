@@ -556,6 +556,20 @@ static void journal_error(struct fu_http_resp *resp, const struct fu_view *v, in
     resp->retry_after = 5;
 }
 
+/* Waits until the changes at jpos[i] are durable in each of p's views (group commit:
+ * concurrent requests share a sync). False, with the error answered, when one cannot be. */
+static bool durable(const struct fu_pipe_rt *p, const uint64_t *jpos, struct fu_http_resp *resp)
+{
+    for (size_t i = 0; i < p->nviews; i++) {
+        int rc = fu_view_durable(p->views[i], jpos[i]);
+        if (rc < 0) {
+            journal_error(resp, p->views[i], rc);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char *sid,
                    struct fu_http_req *req, struct fu_http_resp *resp)
 {
@@ -688,9 +702,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         uint64_t jpos[p->nviews ? p->nviews : 1];
         memset(jpos, 0, sizeof(jpos));
         for (size_t i = 0; (b.n || flags) && i < p->nviews; i++) {
-            long rc = fu_view_apply(p->views[i], b.rows, b.n, fu_buf_str(&b.paths),
-                                    req->recv_time, storage_now, agent, uri, fence, epoch, p->id,
-                                    flags, &jpos[i]);
+            long rc = fu_view_apply(p->views[i], b.rows, b.n, fu_buf_str(&b.paths), req->recv_time,
+                                    storage_now, agent, uri, fence, epoch, p->id, flags, &jpos[i]);
             if (rc == -ESTALE) {
                 fu_http_error(resp, 409,
                               "session %s lost the leadership of pipe %s while its batch "
@@ -705,14 +718,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                 break;
             }
         }
-        /* Acknowledged only once durable (group commit: concurrent batches share a sync). */
-        for (size_t i = 0; ok && i < p->nviews; i++) {
-            int rc = fu_view_durable(p->views[i], jpos[i]);
-            if (rc < 0) {
-                journal_error(resp, p->views[i], rc);
-                ok = false;
-            }
-        }
+        ok = ok && durable(p, jpos, resp);
         if (ok && is_end && source_type && !strcmp(source_type, "snapshot")) {
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);
@@ -860,13 +866,7 @@ static void sentinel_feedback(struct fu_pipe_rt *p, struct fu_http_req *req,
         }
         views_updated += hits > 0;
     }
-    for (size_t i = 0; ok && i < p->nviews; i++) {
-        int rc = fu_view_durable(p->views[i], jpos[i]);
-        if (rc < 0) {
-            journal_error(resp, p->views[i], rc);
-            ok = false;
-        }
-    }
+    ok = ok && durable(p, jpos, resp);
     if (ok)
         fu_buf_printf(&resp->body, "{\"status\":\"processed\",\"drivers_updated\":%zu}",
                       views_updated);
@@ -890,8 +890,8 @@ static void consistency(const struct fu_push_key *k, const char *what, struct fu
                 journal_error(resp, p->views[i], rc);
         }
         if (!rc)
-            fu_buf_printf(&resp->body,
-                          "{\"status\":\"audit_started\",\"drivers_handled\":%zu}", p->nviews);
+            fu_buf_printf(&resp->body, "{\"status\":\"audit_started\",\"drivers_handled\":%zu}",
+                          p->nviews);
     } else if (!strcmp(what, "audit/end") && !strcmp(req->method, "POST")) {
         int rc = 0;
         for (size_t i = 0; !rc && i < p->nviews; i++) {

@@ -363,11 +363,11 @@ static void suspects_put(struct fu_view *v, struct fu_http_req *req, struct fu_h
         uint64_t jpos = 0;
         int rc = rows ? 0 : -ENOMEM;
         for (size_t i = 0; rows && i < n; i++)
-            rows[i] = (struct fu_sentinel_row){.path_off = u[i].off, .path_len = u[i].len,
-                                               .mtime = u[i].mtime};
+            rows[i] = (struct fu_sentinel_row){
+                .path_off = u[i].off, .path_len = u[i].len, .mtime = u[i].mtime};
         if (!rc)
-            rc = fu_view_sentinel(v, rows, n, paths.data ? paths.data : "", req->recv_time,
-                                  &hits, &jpos);
+            rc = fu_view_sentinel(v, rows, n, paths.data ? paths.data : "", req->recv_time, &hits,
+                                  &jpos);
         if (!rc)
             rc = fu_view_durable(v, jpos);
         free(rows);

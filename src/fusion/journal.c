@@ -4,6 +4,7 @@
 
 #include "common/crc32c.h"
 #include "common/fsutil.h"
+#include "common/le.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -38,35 +39,12 @@ struct fu_journal {
     uint64_t synced;  /* everything before it is durable */
     bool syncing;     /* a thread is in fdatasync */
     int err;          /* a failed sync: sticky */
-    uint64_t disk;    /* bytes in segments */
 };
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 static uint32_t rec_crc(uint64_t pos, uint8_t type, const void *data, size_t len)
 {
     unsigned char pre[9];
-    put64(pre, pos);
+    fu_put_le64(pre, pos);
     pre[8] = type;
     return fu_crc32c(fu_crc32c(0, pre, sizeof(pre)), data, len);
 }
@@ -76,16 +54,6 @@ static char *seg_path(const struct fu_journal *j, uint64_t start)
     char name[48];
     snprintf(name, sizeof(name), "journal-%016" PRIx64 ".log", start);
     return fu_path_join(j->dir, name);
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -108,8 +76,7 @@ static int push_seg(struct fu_journal *j, uint64_t start)
     return 0;
 }
 
-int fu_journal_open(struct fu_journal **out, const char *dir, enum fu_fsync mode,
-                    double window_sec)
+int fu_journal_open(struct fu_journal **out, const char *dir, enum fu_fsync mode, double window_sec)
 {
     int rc = fu_mkdirs(dir, 0750);
     if (rc < 0 && rc != -EEXIST)
@@ -174,15 +141,15 @@ static int new_segment(struct fu_journal *j, uint64_t start)
     int rc = fd < 0 ? -errno : 0;
     unsigned char h[HDR] = {0};
     memcpy(h, MAGIC, 8);
-    put32(h + 8, FU_JOURNAL_FORMAT);
-    put64(h + 16, start);
-    put32(h + 24, fu_crc32c(0, h, 24));
+    fu_put_le32(h + 8, FU_JOURNAL_FORMAT);
+    fu_put_le64(h + 16, start);
+    fu_put_le32(h + 24, fu_crc32c(0, h, 24));
     if (!rc && pwrite(fd, h, HDR, 0) != HDR)
         rc = errno ? -errno : -EIO;
     if (!rc && j->mode != FU_FSYNC_OFF && fdatasync(fd) < 0)
         rc = -errno;
     if (!rc && j->mode != FU_FSYNC_OFF)
-        rc = fsync_dir(j->dir);
+        rc = fu_fsync_dir(j->dir);
     bool listed = j->nsegs && j->segs[j->nsegs - 1] == start;
     if (!rc && !listed)
         rc = push_seg(j, start);
@@ -199,7 +166,6 @@ static int new_segment(struct fu_journal *j, uint64_t start)
     j->fd = fd;
     j->seg_len = 0;
     j->end = j->synced = start;
-    j->disk += HDR;
     return 0;
 }
 
@@ -226,8 +192,8 @@ static void set_why(struct fu_journal_replay_info *info, uint64_t pos, const cha
 
 /* Replays one mapped segment; returns 0, or fn's value. Sets *cut when the segment must end
  * early (torn tail or damage) at record offset *cut_at. */
-static int replay_seg(const unsigned char *m, size_t size, uint64_t start, bool last,
-                      uint64_t from, int (*fn)(void *, const struct fu_journal_rec *), void *ctx,
+static int replay_seg(const unsigned char *m, size_t size, uint64_t start, bool last, uint64_t from,
+                      int (*fn)(void *, const struct fu_journal_rec *), void *ctx,
                       struct fu_journal_replay_info *info, bool *cut, size_t *cut_at)
 {
     size_t off = HDR;
@@ -236,14 +202,14 @@ static int replay_seg(const unsigned char *m, size_t size, uint64_t start, bool 
         uint64_t pos = start + (off - HDR);
         size_t left = size - off;
         const char *damage = NULL;
-        uint32_t len = left >= REC ? get32(m + off) : 0;
+        uint32_t len = left >= REC ? fu_get_le32(m + off) : 0;
         if (left < REC)
             damage = "an incomplete record header";
         else if (len > FU_JOURNAL_MAX_RECORD)
             damage = "an impossible record length";
         else if (len > left - REC)
             damage = "a record longer than its segment";
-        else if (get32(m + off + 4) != rec_crc(pos, m[off + 8], m + off + REC, len))
+        else if (fu_get_le32(m + off + 4) != rec_crc(pos, m[off + 8], m + off + REC, len))
             damage = "a record failing its CRC";
         if (damage) {
             /* At the very end of the last segment: a write the crash interrupted. */
@@ -310,14 +276,14 @@ int fu_journal_replay(struct fu_journal *j, uint64_t from,
         bool cut = false;
         size_t cut_at = 0;
         bool gap = false;
-        if (size >= HDR && !memcmp(h, MAGIC, 8) && get32(h + 24) == fu_crc32c(0, h, 24) &&
-            get32(h + 8) > FU_JOURNAL_FORMAT) {
+        if (size >= HDR && !memcmp(h, MAGIC, 8) && fu_get_le32(h + 24) == fu_crc32c(0, h, 24) &&
+            fu_get_le32(h + 8) > FU_JOURNAL_FORMAT) {
             fu_error("journal %s: segment %s is of format %u; this Fusion reads format %d and "
                      "older (a newer Fusion wrote it)",
-                     j->dir, path, get32(h + 8), FU_JOURNAL_FORMAT);
+                     j->dir, path, fu_get_le32(h + 8), FU_JOURNAL_FORMAT);
             rc = -EPROTO;
-        } else if (size < HDR || memcmp(h, MAGIC, 8) || get32(h + 24) != fu_crc32c(0, h, 24) ||
-                   get64(h + 16) != start) {
+        } else if (size < HDR || memcmp(h, MAGIC, 8) ||
+                   fu_get_le32(h + 24) != fu_crc32c(0, h, 24) || fu_get_le64(h + 16) != start) {
             if (last && size < HDR) /* created, never written: a crash at rotation */
                 info->torn_bytes += size;
             else
@@ -385,14 +351,6 @@ int fu_journal_replay(struct fu_journal *j, uint64_t from,
         fu_error("journal %s: replay stopped at position %" PRIu64 ": %s; the state up to there "
                  "is kept, the rest set aside (*.corrupt)",
                  j->dir, info->corrupt_pos, info->why);
-    j->disk = 0;
-    for (size_t i = 0; rc >= 0 && i < j->nsegs; i++) {
-        char *path = seg_path(j, j->segs[i]);
-        struct stat st;
-        if (path && stat(path, &st) == 0)
-            j->disk += (uint64_t)st.st_size;
-        free(path);
-    }
     /* Appends go to a fresh segment at the end (the old ones stay as they are). */
     if (rc >= 0) {
         if (j->nsegs && j->segs[j->nsegs - 1] == info->end) {
@@ -421,8 +379,8 @@ int fu_journal_append(struct fu_journal *j, uint8_t type, const void *data, size
         return e;
     }
     unsigned char h[REC];
-    put32(h, (uint32_t)len);
-    put32(h + 4, rec_crc(j->end, type, data, len));
+    fu_put_le32(h, (uint32_t)len);
+    fu_put_le32(h + 4, rec_crc(j->end, type, data, len));
     h[8] = type;
     struct iovec iov[2] = {{h, REC}, {(void *)data, len}};
     off_t at = (off_t)(HDR + j->seg_len);
@@ -458,7 +416,6 @@ int fu_journal_append(struct fu_journal *j, uint8_t type, const void *data, size
     }
     j->seg_len += want;
     j->end += want;
-    j->disk += want;
     if (j->mode == FU_FSYNC_ALWAYS) {
         if (fdatasync(j->fd) < 0)
             j->err = rc = -errno;
@@ -532,9 +489,6 @@ int fu_journal_drop_before(struct fu_journal *j, uint64_t pos)
     size_t n = 0;
     while (n + 1 < j->nsegs && j->segs[n + 1] <= pos) {
         char *path = seg_path(j, j->segs[n]);
-        struct stat st;
-        if (path && stat(path, &st) == 0)
-            j->disk -= (uint64_t)st.st_size < j->disk ? (uint64_t)st.st_size : j->disk;
         if (path)
             unlink(path);
         free(path);
@@ -552,12 +506,4 @@ uint64_t fu_journal_end(struct fu_journal *j)
     uint64_t e = j->end;
     pthread_mutex_unlock(&j->mu);
     return e;
-}
-
-uint64_t fu_journal_disk_bytes(struct fu_journal *j)
-{
-    pthread_mutex_lock(&j->mu);
-    uint64_t d = j->disk;
-    pthread_mutex_unlock(&j->mu);
-    return d;
 }

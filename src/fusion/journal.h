@@ -80,7 +80,5 @@ int fu_journal_rotate(struct fu_journal *j, uint64_t *pos);
 int fu_journal_drop_before(struct fu_journal *j, uint64_t pos);
 
 uint64_t fu_journal_end(struct fu_journal *j);
-/* Bytes on disk in segments (headers included). */
-uint64_t fu_journal_disk_bytes(struct fu_journal *j);
 
 #endif

@@ -3,11 +3,11 @@
 
 #include "common/crc32c.h"
 #include "common/fsutil.h"
+#include "common/le.h"
 #include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,48 +20,11 @@
 #define MAX_STATE (64ull << 30) /* a larger length in a header is damage, not a state */
 static const char MAGIC[8] = "FUSTORS";
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 char *fu_snapshot_path(const char *dir, uint64_t pos)
 {
     char name[48];
     snprintf(name, sizeof(name), "snapshot-%016" PRIx64 ".fsnap", pos);
     return fu_path_join(dir, name);
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 int fu_snapshot_write(const char *dir, uint64_t pos, uint32_t state_format, const void *state,
@@ -80,46 +43,24 @@ int fu_snapshot_write(const char *dir, uint64_t pos, uint32_t state_format, cons
     unsigned char *h = buf;
     memset(h, 0, HDR);
     memcpy(h, MAGIC, 8);
-    put32(h + 8, FU_SNAPSHOT_FORMAT);
-    put32(h + 12, state_format);
-    put64(h + 16, pos);
-    put64(h + 24, len);
-    put64(h + 32, z);
+    fu_put_le32(h + 8, FU_SNAPSHOT_FORMAT);
+    fu_put_le32(h + 12, state_format);
+    fu_put_le64(h + 16, pos);
+    fu_put_le64(h + 24, len);
+    fu_put_le64(h + 32, z);
     uint64_t t;
     memcpy(&t, &created_at, 8);
-    put64(h + 40, t);
-    put32(h + 48, fu_crc32c(0, buf + HDR, z));
-    put32(h + 60, fu_crc32c(0, h, 60));
+    fu_put_le64(h + 40, t);
+    fu_put_le32(h + 48, fu_crc32c(0, buf + HDR, z));
+    fu_put_le32(h + 60, fu_crc32c(0, h, 60));
 
     char *path = fu_snapshot_path(dir, pos);
-    char *tmp = path ? malloc(strlen(path) + 8) : NULL;
-    if (!tmp) {
-        free(path);
-        free(buf);
-        return -ENOMEM;
-    }
-    sprintf(tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    int rc = fd < 0 ? -errno : write_all(fd, buf, HDR + z);
-    if (!rc && fsync(fd) < 0)
-        rc = -errno;
-    if (fd >= 0 && close(fd) < 0 && !rc)
-        rc = -errno;
-    if (!rc && rename(tmp, path) < 0)
-        rc = -errno;
-    if (!rc) {
-        int d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (d < 0 || fsync(d) < 0)
-            rc = -errno;
-        if (d >= 0)
-            close(d);
-    }
-    if (rc)
-        unlink(tmp);
-    else if (info)
-        *info = (struct fu_snapshot_info){pos, FU_SNAPSHOT_FORMAT, state_format, len, HDR + z,
-                                          created_at};
-    free(tmp);
+    int rc = path ? fu_write_file_atomic(path, buf, HDR + z, 0640) : -ENOMEM;
+    if (!rc)
+        rc = fu_fsync_dir(dir); /* the rename, durable */
+    if (!rc && info)
+        *info = (struct fu_snapshot_info){pos,     FU_SNAPSHOT_FORMAT, state_format, len,
+                                          HDR + z, created_at};
     free(path);
     free(buf);
     return rc;
@@ -140,11 +81,11 @@ int fu_snapshot_read(const char *path, uint32_t max_state_format, struct fu_buf 
         snprintf(err, errlen, "%s is not a Fustor snapshot (no header)", path);
         goto out;
     }
-    if (get32(h + 60) != fu_crc32c(0, h, 60)) {
+    if (fu_get_le32(h + 60) != fu_crc32c(0, h, 60)) {
         snprintf(err, errlen, "%s: damaged header (CRC)", path);
         goto out;
     }
-    uint32_t format = get32(h + 8), state_format = get32(h + 12);
+    uint32_t format = fu_get_le32(h + 8), state_format = fu_get_le32(h + 12);
     if (format > FU_SNAPSHOT_FORMAT || state_format > max_state_format) {
         snprintf(err, errlen,
                  "%s is of snapshot format %u (state format %u); this Fusion reads format %d "
@@ -153,13 +94,14 @@ int fu_snapshot_read(const char *path, uint32_t max_state_format, struct fu_buf 
         rc = -EPROTO;
         goto out;
     }
-    uint64_t raw = get64(h + 24), z = get64(h + 32);
+    uint64_t raw = fu_get_le64(h + 24), z = fu_get_le64(h + 32);
     if (z != file.len - HDR || raw > MAX_STATE) {
-        snprintf(err, errlen, "%s: truncated or damaged (%zu payload bytes, header says %" PRIu64
-                 ")", path, file.len - HDR, z);
+        snprintf(err, errlen,
+                 "%s: truncated or damaged (%zu payload bytes, header says %" PRIu64 ")", path,
+                 file.len - HDR, z);
         goto out;
     }
-    if (get32(h + 48) != fu_crc32c(0, h + HDR, z)) {
+    if (fu_get_le32(h + 48) != fu_crc32c(0, h + HDR, z)) {
         snprintf(err, errlen, "%s: damaged payload (CRC)", path);
         goto out;
     }
@@ -177,12 +119,12 @@ int fu_snapshot_read(const char *path, uint32_t max_state_format, struct fu_buf 
     }
     out->len = raw;
     out->data[raw] = '\0';
-    uint64_t t = get64(h + 40);
+    uint64_t t = fu_get_le64(h + 40);
     double created;
     memcpy(&created, &t, 8);
     if (info)
-        *info = (struct fu_snapshot_info){get64(h + 16), format, state_format, raw, file.len,
-                                          created};
+        *info = (struct fu_snapshot_info){
+            fu_get_le64(h + 16), format, state_format, raw, file.len, created};
     rc = 0;
 out:
     fu_buf_free(&file);
@@ -209,8 +151,8 @@ int fu_snapshot_list(const char *dir, uint64_t **out)
         int end = 0;
         if (sscanf(e->d_name, "snapshot-%16" SCNx64 ".fsnap%n", &pos, &end) != 1 || end != 31)
             continue;
-        if (e->d_name[end]) { /* "….fsnap.tmp": an interrupted write */
-            if (!strcmp(e->d_name + end, ".tmp")) {
+        if (e->d_name[end]) { /* "….fsnap.tmp.<pid>": an interrupted write */
+            if (!strncmp(e->d_name + end, ".tmp.", 5)) {
                 char *p = fu_path_join(dir, e->d_name);
                 if (p)
                     unlink(p);

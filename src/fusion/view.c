@@ -72,88 +72,19 @@ void fu_view_free(struct fu_view *v)
  * RESET:        (empty) */
 enum { REC_BATCH = 1, REC_AUDIT_START, REC_AUDIT_END, REC_TICK, REC_SENTINEL, REC_RESET };
 
-static void put_u8(struct fu_buf *b, uint8_t v)
-{
-    fu_buf_append(b, &v, 1);
-}
-
-static void put_u32(struct fu_buf *b, uint32_t v)
-{
-    unsigned char p[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                          (unsigned char)(v >> 24)};
-    fu_buf_append(b, p, 4);
-}
-
-static void put_u64(struct fu_buf *b, uint64_t v)
-{
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-
-static void put_f64(struct fu_buf *b, double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, 8);
-    put_u64(b, v);
-}
-
+/* Numbers go through the state codec (view_fs/state_io.h); strings are a u32 length and
+ * their bytes. */
 static void put_str(struct fu_buf *b, const char *s, size_t n)
 {
-    put_u32(b, (uint32_t)n);
+    fu_state_put_u32(b, (uint32_t)n);
     fu_buf_append(b, s, n);
 }
 
-struct rd {
-    const unsigned char *p;
-    size_t left;
-    bool bad;
-};
-
-static const unsigned char *take(struct rd *r, size_t n)
-{
-    if (r->bad || r->left < n) {
-        r->bad = true;
-        return NULL;
-    }
-    const unsigned char *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return p;
-}
-
-static uint8_t get_u8(struct rd *r)
-{
-    const unsigned char *p = take(r, 1);
-    return p ? *p : 0;
-}
-
-static uint32_t get_u32(struct rd *r)
-{
-    const unsigned char *p = take(r, 4);
-    return p ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                   (uint32_t)p[3] << 24
-             : 0;
-}
-
-static uint64_t get_u64(struct rd *r)
-{
-    uint64_t lo = get_u32(r);
-    return lo | (uint64_t)get_u32(r) << 32;
-}
-
-static double get_f64(struct rd *r)
-{
-    uint64_t v = get_u64(r);
-    double d;
-    memcpy(&d, &v, 8);
-    return d;
-}
-
 /* A string as a NUL-terminated copy in `into` (a record's strings hold no NUL). */
-static const char *get_str(struct rd *r, struct fu_buf *into, size_t *len)
+static const char *get_str(struct fu_state_rd *r, struct fu_buf *into, size_t *len)
 {
-    uint32_t n = get_u32(r);
-    const unsigned char *p = take(r, n);
+    uint32_t n = fu_state_u32(r);
+    const unsigned char *p = fu_state_take(r, n);
     if (!p)
         return NULL;
     fu_buf_reset(into);
@@ -191,8 +122,8 @@ int fu_view_durable(struct fu_view *v, uint64_t jpos)
  * Each change has a *_locked form, run with the write lock held, by the live path (after
  * journaling) and by the replay alike. */
 
-static bool audit_start_locked(struct fu_view *v, double when, bool explicit_,
-                               const char *pipe_id, uint64_t epoch)
+static bool audit_start_locked(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
+                               uint64_t epoch)
 {
     fu_fs_tick(&v->fs, when);
     return fu_fs_audit_start(&v->fs, when, explicit_, pipe_id, epoch);
@@ -209,9 +140,9 @@ int fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const ch
                         uint64_t epoch, uint64_t *jpos)
 {
     struct fu_buf rec = FU_BUF_INIT;
-    put_f64(&rec, when);
-    put_u8(&rec, explicit_);
-    put_u64(&rec, epoch);
+    fu_state_put_f64(&rec, when);
+    fu_state_put_u8(&rec, explicit_);
+    fu_state_put_u64(&rec, epoch);
     put_str(&rec, pipe_id, strlen(pipe_id));
     pthread_rwlock_wrlock(&v->lock);
     int rc = journal(v, REC_AUDIT_START, &rec, jpos);
@@ -234,7 +165,7 @@ static size_t audit_end_locked(struct fu_view *v, double when)
 int fu_view_audit_end(struct fu_view *v, double when, uint64_t *jpos)
 {
     struct fu_buf rec = FU_BUF_INIT;
-    put_f64(&rec, when);
+    fu_state_put_f64(&rec, when);
     pthread_rwlock_wrlock(&v->lock);
     int rc = journal(v, REC_AUDIT_END, &rec, jpos);
     bool was = v->fs.auditing;
@@ -254,7 +185,7 @@ void fu_view_tick(struct fu_view *v, double now)
     if (!due)
         return;
     struct fu_buf rec = FU_BUF_INIT;
-    put_f64(&rec, now);
+    fu_state_put_f64(&rec, now);
     pthread_rwlock_wrlock(&v->lock);
     if (journal(v, REC_TICK, &rec, NULL) == 0) /* not journaled: not done, retried later */
         fu_fs_tick(&v->fs, now);
@@ -278,14 +209,14 @@ int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size
 {
     struct fu_buf rec = FU_BUF_INIT;
     if (v->journal) {
-        put_f64(&rec, recv_time);
-        put_u32(&rec, (uint32_t)n);
+        fu_state_put_f64(&rec, recv_time);
+        fu_state_put_u32(&rec, (uint32_t)n);
         for (size_t k = 0; k < n; k++) {
             put_str(&rec, paths + rows[k].path_off, rows[k].path_len);
-            put_f64(&rec, rows[k].mtime);
-            put_u8(&rec, rows[k].have_size);
-            put_u64(&rec, rows[k].size);
-            put_u8(&rec, rows[k].missing);
+            fu_state_put_f64(&rec, rows[k].mtime);
+            fu_state_put_u8(&rec, rows[k].have_size);
+            fu_state_put_u64(&rec, rows[k].size);
+            fu_state_put_u8(&rec, rows[k].missing);
         }
     }
     pthread_rwlock_wrlock(&v->lock);
@@ -303,11 +234,11 @@ struct applied {
 
 static struct applied apply_locked(struct fu_view *v, const struct fu_row *rows, size_t n,
                                    const char *paths, double recv_time, double storage_now,
-                                   const char *agent_id, const char *source_uri,
-                                   uint64_t epoch, const char *pipe_id, unsigned flags)
+                                   const char *agent_id, const char *source_uri, uint64_t epoch,
+                                   const char *pipe_id, unsigned flags)
 {
     struct applied a = {0};
-    fu_fs_tick(&v->fs, recv_time); /* timers advance with the records too */
+    fu_fs_tick(&v->fs, recv_time);    /* timers advance with the records too */
     if (flags & FU_APPLY_AUDIT_START) /* the first audit rows start the audit (v1) */
         a.reset = fu_fs_audit_start(&v->fs, recv_time, false, pipe_id, epoch);
     if (storage_now > 0)
@@ -324,30 +255,30 @@ static struct applied apply_locked(struct fu_view *v, const struct fu_row *rows,
     return a;
 }
 
-static void encode_batch(struct fu_buf *rec, const struct fu_row *rows, size_t n,
-                         const char *paths, double recv_time, double storage_now,
-                         const char *agent_id, const char *source_uri, uint64_t epoch,
-                         const char *pipe_id, unsigned flags)
+static void encode_batch(struct fu_buf *rec, const struct fu_row *rows, size_t n, const char *paths,
+                         double recv_time, double storage_now, const char *agent_id,
+                         const char *source_uri, uint64_t epoch, const char *pipe_id,
+                         unsigned flags)
 {
     fu_buf_grow(rec, 64 + n * 48);
-    put_f64(rec, recv_time);
-    put_f64(rec, storage_now);
-    put_u32(rec, flags);
-    put_u64(rec, epoch);
+    fu_state_put_f64(rec, recv_time);
+    fu_state_put_f64(rec, storage_now);
+    fu_state_put_u32(rec, flags);
+    fu_state_put_u64(rec, epoch);
     put_str(rec, pipe_id, strlen(pipe_id));
     put_str(rec, agent_id, strlen(agent_id));
     put_str(rec, source_uri, strlen(source_uri));
-    put_u32(rec, (uint32_t)n);
+    fu_state_put_u32(rec, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
         const struct fu_row *r = &rows[i];
-        put_u8(rec, r->op);
-        put_u8(rec, r->src);
-        put_u8(rec, (uint8_t)(r->is_dir | r->atomic << 1 | r->audit_skipped << 2 |
-                              r->has_mtime << 3 | r->has_parent << 4));
-        put_u64(rec, r->size);
-        put_f64(rec, r->mtime);
-        put_f64(rec, r->ctime);
-        put_f64(rec, r->parent_mtime);
+        fu_state_put_u8(rec, r->op);
+        fu_state_put_u8(rec, r->src);
+        fu_state_put_u8(rec, (uint8_t)(r->is_dir | r->atomic << 1 | r->audit_skipped << 2 |
+                                       r->has_mtime << 3 | r->has_parent << 4));
+        fu_state_put_u64(rec, r->size);
+        fu_state_put_f64(rec, r->mtime);
+        fu_state_put_f64(rec, r->ctime);
+        fu_state_put_f64(rec, r->parent_mtime);
         put_str(rec, paths + r->path_off, r->path_len);
     }
 }
@@ -433,16 +364,31 @@ static int grow(void **v, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-static int replay_batch(struct replay *x, struct rd *r)
+/* A record's path (u32 length, bytes), copied NUL-terminated into x->paths. */
+static const unsigned char *take_path(struct replay *x, struct fu_state_rd *r, size_t *off,
+                                      size_t *len)
 {
-    double recv = get_f64(r), storage_now = get_f64(r);
-    unsigned flags = get_u32(r);
-    uint64_t epoch = get_u64(r);
+    uint32_t n = fu_state_u32(r);
+    const unsigned char *p = fu_state_take(r, n);
+    if (!p)
+        return NULL;
+    *off = x->paths.len;
+    *len = n;
+    fu_buf_append(&x->paths, p, n);
+    fu_buf_putc(&x->paths, '\0');
+    return p;
+}
+
+static int replay_batch(struct replay *x, struct fu_state_rd *r)
+{
+    double recv = fu_state_f64(r), storage_now = fu_state_f64(r);
+    unsigned flags = fu_state_u32(r);
+    uint64_t epoch = fu_state_u64(r);
     const char *pipe_id = get_str(r, &x->s1, NULL);
     const char *agent = get_str(r, &x->s2, NULL);
     const char *uri = get_str(r, &x->s3, NULL);
-    uint32_t n = get_u32(r);
-    if (r->bad || n > r->left / 38)
+    uint32_t n = fu_state_u32(r);
+    if (!fu_state_room(r, n, 39)) /* a row holds at least 39 bytes */
         return -EINVAL;
     if (grow((void **)&x->rows, &x->cap, n, sizeof(*x->rows)) < 0)
         return -ENOMEM;
@@ -450,62 +396,51 @@ static int replay_batch(struct replay *x, struct rd *r)
     for (uint32_t i = 0; i < n && !r->bad; i++) {
         struct fu_row *w = &x->rows[i];
         memset(w, 0, sizeof(*w));
-        w->op = get_u8(r);
-        w->src = get_u8(r);
-        uint8_t bits = get_u8(r);
+        w->op = fu_state_u8(r);
+        w->src = fu_state_u8(r);
+        uint8_t bits = fu_state_u8(r);
         w->is_dir = bits & 1;
         w->atomic = bits & 2;
         w->audit_skipped = bits & 4;
         w->has_mtime = bits & 8;
         w->has_parent = bits & 16;
-        w->size = get_u64(r);
-        w->mtime = get_f64(r);
-        w->ctime = get_f64(r);
-        w->parent_mtime = get_f64(r);
-        uint32_t len = get_u32(r);
-        const unsigned char *p = take(r, len);
+        w->size = fu_state_u64(r);
+        w->mtime = fu_state_f64(r);
+        w->ctime = fu_state_f64(r);
+        w->parent_mtime = fu_state_f64(r);
+        const unsigned char *p = take_path(x, r, &w->path_off, &w->path_len);
         if (!p)
             break;
-        w->path_off = x->paths.len;
-        w->path_len = len;
-        fu_buf_append(&x->paths, p, len);
-        fu_buf_putc(&x->paths, '\0');
-        if (w->op > FU_ROW_DELETE || w->src > FU_SRC_ON_DEMAND || memchr(p, '\0', len) ||
-            len == 0 || p[0] != '/')
+        if (w->op > FU_ROW_DELETE || w->src > FU_SRC_ON_DEMAND || memchr(p, '\0', w->path_len) ||
+            w->path_len == 0 || p[0] != '/')
             r->bad = true;
     }
-    if (r->bad || r->left || x->paths.oom)
+    if (r->bad || r->p != r->end || x->paths.oom)
         return x->paths.oom ? -ENOMEM : -EINVAL;
     apply_locked(x->v, x->rows, n, x->paths.data ? x->paths.data : "", recv, storage_now, agent,
                  uri, epoch, pipe_id, flags);
     return 0;
 }
 
-static int replay_sentinel(struct replay *x, struct rd *r)
+static int replay_sentinel(struct replay *x, struct fu_state_rd *r)
 {
-    double recv = get_f64(r);
-    uint32_t n = get_u32(r);
-    if (r->bad || n > r->left / 22)
+    double recv = fu_state_f64(r);
+    uint32_t n = fu_state_u32(r);
+    if (!fu_state_room(r, n, 22)) /* a feedback row holds at least 22 bytes */
         return -EINVAL;
     if (grow((void **)&x->srows, &x->scap, n, sizeof(*x->srows)) < 0)
         return -ENOMEM;
     fu_buf_reset(&x->paths);
     for (uint32_t i = 0; i < n && !r->bad; i++) {
         struct fu_sentinel_row *w = &x->srows[i];
-        uint32_t len = get_u32(r);
-        const unsigned char *p = take(r, len);
-        if (!p)
+        if (!take_path(x, r, &w->path_off, &w->path_len))
             break;
-        w->path_off = x->paths.len;
-        w->path_len = len;
-        fu_buf_append(&x->paths, p, len);
-        fu_buf_putc(&x->paths, '\0');
-        w->mtime = get_f64(r);
-        w->have_size = get_u8(r);
-        w->size = get_u64(r);
-        w->missing = get_u8(r);
+        w->mtime = fu_state_f64(r);
+        w->have_size = fu_state_u8(r);
+        w->size = fu_state_u64(r);
+        w->missing = fu_state_u8(r);
     }
-    if (r->bad || r->left || x->paths.oom)
+    if (r->bad || r->p != r->end || x->paths.oom)
         return x->paths.oom ? -ENOMEM : -EINVAL;
     sentinel_locked(x->v, x->srows, n, x->paths.data ? x->paths.data : "", recv);
     return 0;
@@ -515,32 +450,32 @@ static int replay_one(void *ctx, const struct fu_journal_rec *jr)
 {
     struct replay *x = ctx;
     struct fu_view *v = x->v;
-    struct rd r = {jr->data, jr->len, false};
+    struct fu_state_rd r = {jr->data, jr->data + jr->len, false};
     int rc = 0;
     switch (jr->type) {
     case REC_BATCH:
         rc = replay_batch(x, &r);
         break;
     case REC_AUDIT_START: {
-        double when = get_f64(&r);
-        bool explicit_ = get_u8(&r);
-        uint64_t epoch = get_u64(&r);
+        double when = fu_state_f64(&r);
+        bool explicit_ = fu_state_u8(&r);
+        uint64_t epoch = fu_state_u64(&r);
         const char *pipe_id = get_str(&r, &x->s1, NULL);
-        if (r.bad || r.left)
+        if (r.bad || r.p != r.end)
             return -EINVAL;
         audit_start_locked(v, when, explicit_, pipe_id, epoch);
         break;
     }
     case REC_AUDIT_END: {
-        double when = get_f64(&r);
-        if (r.bad || r.left)
+        double when = fu_state_f64(&r);
+        if (r.bad || r.p != r.end)
             return -EINVAL;
         audit_end_locked(v, when);
         break;
     }
     case REC_TICK: {
-        double now = get_f64(&r);
-        if (r.bad || r.left)
+        double now = fu_state_f64(&r);
+        if (r.bad || r.p != r.end)
             return -EINVAL;
         fu_fs_tick(&v->fs, now);
         break;
@@ -594,8 +529,7 @@ static int load_snapshot(struct fu_view *v, const char *dir, uint64_t *pos)
             rc = fu_state_read(&v->tree, &v->fs, state.data, state.len);
             pthread_rwlock_unlock(&v->lock);
             if (rc < 0)
-                snprintf(err, sizeof(err), "%s: the state does not load (%s)", path,
-                         strerror(-rc));
+                snprintf(err, sizeof(err), "%s: the state does not load (%s)", path, strerror(-rc));
         }
         free(path);
         if (rc == 0) {
@@ -632,8 +566,8 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     rc = fu_journal_open(&j, dir, (enum fu_fsync)fsync_mode, window_sec);
     if (rc < 0)
         return rc;
-    struct replay x = {.v = v, .paths = FU_BUF_INIT, .s1 = FU_BUF_INIT, .s2 = FU_BUF_INIT,
-                       .s3 = FU_BUF_INIT};
+    struct replay x = {
+        .v = v, .paths = FU_BUF_INIT, .s1 = FU_BUF_INIT, .s2 = FU_BUF_INIT, .s3 = FU_BUF_INIT};
     struct fu_journal_replay_info info;
     pthread_rwlock_wrlock(&v->lock);
     rc = fu_journal_replay(j, from, replay_one, &x, &info);
@@ -714,8 +648,7 @@ int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
         fu_info("view %s: snapshot at journal position %llu: %llu bytes (%llu uncompressed), "
                 "state copied in %.3f s, written in %.3f s; %d journal segments dropped",
                 v->id, (unsigned long long)pos, (unsigned long long)info->file_bytes,
-                (unsigned long long)info->raw_bytes, copied, v->snap_mono - t0 - copied,
-                dropped);
+                (unsigned long long)info->raw_bytes, copied, v->snap_mono - t0 - copied, dropped);
     } else {
         fu_error("view %s: snapshot failed: %s", v->id, strerror(-rc));
     }

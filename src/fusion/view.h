@@ -27,10 +27,10 @@ struct fu_view {
     uint64_t replayed;          /* journal records replayed at start-up */
     char *data_dir;             /* of the journal and snapshots */
     int snap_keep;
-    pthread_mutex_t snap_mu;   /* one snapshot at a time */
-    uint64_t snap_pos;         /* journal position of the last snapshot (0: none) */
-    double snap_mono;          /* when it was taken or loaded (monotonic), 0: never */
-    double snap_failed;        /* when the last attempt failed (monotonic), 0: none */
+    pthread_mutex_t snap_mu; /* one snapshot at a time */
+    uint64_t snap_pos;       /* journal position of the last snapshot (0: none) */
+    double snap_mono;        /* when it was taken or loaded (monotonic), 0: never */
+    double snap_failed;      /* when the last attempt failed (monotonic), 0: none */
 };
 
 /* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */

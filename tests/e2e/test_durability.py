@@ -229,7 +229,7 @@ class Durability(unittest.TestCase):
             if acked >= 100:
                 deadline = time.monotonic() + 3
                 while time.monotonic() < deadline:
-                    if glob.glob(f"{vdir}/snapshot-*.fsnap.tmp"):
+                    if glob.glob(f"{vdir}/snapshot-*.fsnap.tmp.*"):
                         os.kill(self.home.pid(), signal.SIGKILL)
                         caught = True
                         break
@@ -242,7 +242,7 @@ class Durability(unittest.TestCase):
         r = self.home.run("start", "-D")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.stats()["total_files"], acked * 1000)
-        self.assertEqual(glob.glob(f"{vdir}/*.tmp"), [])
+        self.assertEqual(glob.glob(f"{vdir}/*.tmp*"), [])
 
     def kill_wait(self):
         pid = self.home.pid()

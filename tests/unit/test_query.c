@@ -985,13 +985,14 @@ static void test_stats_of_a_file_count_the_file_itself(void **state)
     struct fu_stats_extra x = {.last_audit_finished_at = 5.0, .has_blind_spot = true};
     struct fu_buf out = FU_BUF_INIT;
     assert_int_equal(fu_query_stats(&t, "/a/f", &x, &out), 200);
-    assert_string_equal(fu_buf_str(&out),
-                        "{\"item_count\":1,\"total_files\":1,\"total_directories\":0,"
-                        "\"total_size\":77,\"suspect_file_count\":1,\"latest_mtime\":9.5,"
-                        "\"staleness_seconds\":null,\"oldest_item_path\":null,"
-                        "\"has_blind_spot\":true,\"latency_ms\":0.0,\"logical_now\":0.0,"
-                        "\"last_audit_finished_at\":5.0,\"audit_cycle_count\":0,"
-                        "\"is_auditing\":false,\"resyncing\":false,\"restored\":false,\"path\":\"/a/f\"}");
+    assert_string_equal(
+        fu_buf_str(&out),
+        "{\"item_count\":1,\"total_files\":1,\"total_directories\":0,"
+        "\"total_size\":77,\"suspect_file_count\":1,\"latest_mtime\":9.5,"
+        "\"staleness_seconds\":null,\"oldest_item_path\":null,"
+        "\"has_blind_spot\":true,\"latency_ms\":0.0,\"logical_now\":0.0,"
+        "\"last_audit_finished_at\":5.0,\"audit_cycle_count\":0,"
+        "\"is_auditing\":false,\"resyncing\":false,\"restored\":false,\"path\":\"/a/f\"}");
     /* The root of an empty view: nothing below it. */
     struct fu_tree e;
     assert_int_equal(fu_tree_init(&e), 0);

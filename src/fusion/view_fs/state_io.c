@@ -431,7 +431,6 @@ static int read_fs(struct fu_state_rd *r, const struct fu_tree *t, struct fu_fs 
 
 #define CLOCK_SLOTS (sizeof(((struct fu_clock *)0)->table) / sizeof(uint32_t)) /* its table */
 
-
 /* Marks in the scratch array of read_clock. */
 enum { M_FREE = 1, M_TABLE = 2, M_LEVEL = 4 };
 

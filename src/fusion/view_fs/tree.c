@@ -692,8 +692,8 @@ int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
     }
 }
 
-int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir,
-                         fu_nid known, const struct fu_attr *a, fu_nid *out)
+int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir, fu_nid known,
+                         const struct fu_attr *a, fu_nid *out)
 {
     if (known != FU_NID_NONE && known != FU_NID_ROOT &&
         !(fu_tree_node(t, known)->flags & FU_N_DIR) == !is_dir) {

@@ -138,8 +138,8 @@ int fu_tree_upsert(struct fu_tree *t, const char *path, size_t len, bool is_dir,
                    const struct fu_attr *a, fu_nid *out);
 /* The same, given `known`: what fu_tree_lookup returned for `path` with no change to the
  * tree since. It spares the second walk (ingest looks a path up before it decides). */
-int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir,
-                         fu_nid known, const struct fu_attr *a, fu_nid *out);
+int fu_tree_upsert_known(struct fu_tree *t, const char *path, size_t len, bool is_dir, fu_nid known,
+                         const struct fu_attr *a, fu_nid *out);
 /* Removes the entry and, for a directory, everything below. The root is emptied, never
  * removed. Returns the number of entries removed (0 if absent). */
 size_t fu_tree_delete(struct fu_tree *t, const char *path, size_t len);

@@ -9,6 +9,7 @@
 #include "agent/source.h"
 #include "agent/source_fs/scan.h"
 #include "common/daemon.h"
+#include "common/fsutil.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -29,6 +30,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 struct job {
     enum { JOB_SCAN, JOB_REPORT_CONFIG, JOB_UPDATE_CONFIG } kind;
@@ -63,7 +65,17 @@ struct pipe_rt {
     bool kick;               /* wakes the pipe thread: its role changed, or a command came */
     struct job *jobs;        /* commands to run in the pipe thread */
     size_t njobs;
-    struct fu_dircache *dircache;         /* the leader's audits, kept for the session */
+    /* The leader's directory-mtime cache: filled by snapshots and audits, valid while
+     * Fusion's view keeps its incarnation (and the walk its root, pattern and exclusions),
+     * saved after every whole walk so that a restart (ours or Fusion's) audits instead of
+     * snapshotting. Against a Fusion that names no incarnation (v1) it lives as long as
+     * the session and is not saved. */
+    struct fu_dircache *dircache;
+    char *cache_file;                     /* $FUSTOR_HOME/data/agent/<pipe>.dircache */
+    char *cache_token;                    /* what dircache is valid against; NULL: nothing */
+    char walk_sig[17];                    /* hash of root, file pattern and exclusions */
+    char fusion_token[64];                /* from the session reply; "": none (v1) */
+    bool fusion_audits;                   /* the session reply's initial_sync is "audit" */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
     bool resync;                          /* events were lost: the leader snapshots again */
     /* the session, shared with the heartbeat and realtime threads (sid under mu) */
@@ -84,6 +96,7 @@ struct pipe_rt {
     _Atomic size_t pending_count;
     /* progress */
     _Atomic uint64_t rows_sent, walk_rows, walk_dirs; /* walk_*: the walk under way */
+    _Atomic uint64_t bytes_sent;                      /* requests to Fusion: head and body */
     _Atomic double walk_started;
     double progress_logged; /* the last progress line (service thread) */
     char last_error[256];
@@ -393,6 +406,12 @@ static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, s
         else if (timeout && !strcmp(key, "sentinel_interval_sec") &&
                  (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
             p->fusion_sentinel = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (timeout && !strcmp(key, "initial_sync") && t == FU_JSON_STRING)
+            p->fusion_audits = r.str_len == 5 && !memcmp(r.str, "audit", 5);
+        else if (timeout && !strcmp(key, "view_incarnation") && t == FU_JSON_STRING && r.str_len &&
+                 r.str_len < 40 && r.str_len == strspn_n(r.str, r.str_len))
+            snprintf(p->fusion_token, sizeof(p->fusion_token), "%.*s:%s", (int)r.str_len, r.str,
+                     p->walk_sig);
         else if (!strcmp(key, "commands") && t == FU_JSON_ARR_BEGIN)
             read_commands(p, &r);
         else if (fu_jr_skip(&r) < 0)
@@ -408,6 +427,7 @@ static void *heartbeat_main(void *arg)
     struct fu_hc c;
     if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
         return NULL;
+    c.sent = &p->bytes_sent;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT, path = FU_BUF_INIT;
     fu_buf_printf(&path, "/api/v1/pipe/session/%s/heartbeat", p->sid);
     while (nap_for(p, p->hb_interval, false) && !atomic_load(&p->lost)) {
@@ -490,6 +510,8 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
     }
     double timeout = 30;
     p->fusion_audit = p->fusion_sentinel = NAN;
+    p->fusion_audits = false;
+    p->fusion_token[0] = '\0';
     char sid[sizeof(p->sid)] = "";
     read_role(p, out, sid, sizeof(sid), &timeout);
     if (!sid[0])
@@ -522,6 +544,87 @@ static void close_session(struct pipe_rt *p, struct fu_hc *c)
         fu_hc_call(c, "DELETE", path.data, NULL, 0, &out);
         fu_buf_free(&out);
         fu_buf_free(&path);
+    }
+}
+
+/* ------------------------------------------------------------ the audit cache */
+
+/* The cache as last saved when that is valid against cache_token, else an empty one: what
+ * a failed walk leaves (it may hold mtimes of directories whose rows never arrived). */
+static void cache_reload(struct pipe_rt *p)
+{
+    fu_dircache_free(p->dircache);
+    p->dircache = NULL;
+    if (p->cache_file && p->cache_token) {
+        struct fu_dircache *c = NULL;
+        char *tok = NULL;
+        if (fu_dircache_load(p->cache_file, &c, &tok) == 0 && !strcmp(tok, p->cache_token)) {
+            p->dircache = c;
+            c = NULL;
+        }
+        fu_dircache_free(c);
+        free(tok);
+    }
+    if (!p->dircache)
+        p->dircache = fu_dircache_new();
+}
+
+/* At a new session: the cache stays if it was made against the view Fusion now names. */
+static void cache_for_session(struct pipe_rt *p)
+{
+    const char *t = p->fusion_token;
+    if (t[0] && p->cache_token && !strcmp(t, p->cache_token))
+        return;
+    if (p->cache_token && t[0])
+        fu_info("pipe %s: Fusion's view is not the one the audit cache was made against (its "
+                "incarnation changed): the cache starts empty",
+                p->id);
+    fu_dircache_free(p->dircache);
+    p->dircache = fu_dircache_new();
+    free(p->cache_token);
+    p->cache_token = t[0] ? strdup(t) : NULL;
+    if (p->cache_file)
+        unlink(p->cache_file); /* worthless now */
+}
+
+/* After a whole walk whose rows Fusion acknowledged. */
+static void cache_save(struct pipe_rt *p)
+{
+    if (!p->cache_file || !p->cache_token || !p->dircache)
+        return;
+    char *dir = strdup(p->cache_file);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash) {
+        *slash = '\0';
+        fu_mkdirs(dir, 0750);
+    }
+    free(dir);
+    int rc = fu_dircache_save(p->dircache, p->cache_file, p->cache_token);
+    if (rc < 0) {
+        fu_warn("pipe %s: cannot save the audit cache in %s: %s (a restart snapshots again)", p->id,
+                p->cache_file, strerror(-rc));
+        unlink(p->cache_file);
+    }
+}
+
+/* At start-up: the cache a previous run saved. */
+static void cache_load(struct pipe_rt *p)
+{
+    if (!p->cache_file)
+        return;
+    char *tok = NULL;
+    struct fu_dircache *c = NULL;
+    int rc = fu_dircache_load(p->cache_file, &c, &tok);
+    if (rc == 0) {
+        size_t n = fu_dircache_size(c);
+        fu_dircache_free(p->dircache);
+        p->dircache = c;
+        free(p->cache_token);
+        p->cache_token = tok;
+        fu_info("pipe %s: audit cache of %zu directories loaded from %s", p->id, n, p->cache_file);
+    } else if (rc != -ENOENT) {
+        fu_warn("pipe %s: the audit cache %s is unusable (%s): it starts empty", p->id,
+                p->cache_file, rc == -EBADMSG ? "damaged" : strerror(-rc));
     }
 }
 
@@ -771,9 +874,11 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     struct batcher b = {.p = p, .source = sources[kind]};
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
-    for (; b.nconns < SEND_CONNS; b.nconns++)
+    for (; b.nconns < SEND_CONNS; b.nconns++) {
         if (fu_hc_init(&b.conns[b.nconns], &p->uris, p->key, p->timeout) < 0)
             break;
+        b.conns[b.nconns].sent = &p->bytes_sent;
+    }
     struct sender_arg args[SEND_CONNS];
     for (int k = 0; k < b.nconns; k++) {
         args[k] = (struct sender_arg){&b, k};
@@ -797,7 +902,8 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         .workers = p->workers,
         .cross_filesystems = !p->one_filesystem,
         .recursive = recursive,
-        .cache = kind == WALK_AUDIT ? p->dircache : NULL,
+        .cache = kind != WALK_SCAN ? p->dircache : NULL,
+        .cache_fill = kind == WALK_SNAPSHOT,
         .chunk = p->batch_size < 256 ? p->batch_size : 256,
     };
     struct fu_scan_stats st = {0};
@@ -816,6 +922,8 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
     else
         fu_info("pipe %s: %s of %s%s starts", p->id, names[kind], p->root,
                 subpath && strcmp(subpath, "/") ? subpath : "");
+    if (o.cache && !skip)
+        fu_dircache_begin(o.cache);
     int rc = skip ? 0 : fu_scan(&o, on_entries, &b, &st);
     if (!rc && b.rows)
         rc = enqueue_rows(&b, &b.rows_json, b.rows);
@@ -872,18 +980,16 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
             }
         }
     }
+    if (rc < 0 && kind != WALK_SCAN)
+        cache_reload(p); /* this walk's mtimes may be of rows that never arrived */
+    else if (!rc && kind != WALK_SCAN && !skip)
+        cache_save(p);
     if (!rc)
         fu_info("pipe %s: %s done: %llu directories, %llu files, %llu errors in %.1f s", p->id,
                 names[kind], (unsigned long long)st.dirs, (unsigned long long)st.files,
                 (unsigned long long)st.errors, wall() - t0);
     else if (rc == -ENOENT || rc == -EACCES || rc == -ENOTDIR)
         fu_error("pipe %s: cannot scan %s: %s", p->id, p->root, strerror(-rc));
-    if (rc < 0 && kind == WALK_AUDIT) {
-        /* The cache already holds mtimes of directories whose rows may not have arrived:
-         * the next audit must list everything again. */
-        fu_dircache_free(p->dircache);
-        p->dircache = fu_dircache_new();
-    }
     atomic_store(&p->phase, PH_IDLE);
     fu_buf_free(&body);
     fu_buf_free(&out);
@@ -1089,6 +1195,7 @@ static void *realtime_main(void *arg)
     struct fu_hc c;
     if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
         return NULL;
+    c.sent = &p->bytes_sent;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
     struct fu_bus *bus = fu_source_bus(p->src->s);
     bool ready = false, done = true;
@@ -1279,6 +1386,7 @@ static void *pipe_main(void *arg)
         fu_error("pipe %s: out of memory", p->id);
         return NULL;
     }
+    c.sent = &p->bytes_sent;
     /* v1's retry settings: error_retry_interval x backoff_multiplier^n up to
      * max_backoff_seconds, with full jitter */
     struct fu_backoff bo = {.base = p->retry_base,
@@ -1309,15 +1417,15 @@ static void *pipe_main(void *arg)
         atomic_store(&p->phase, PH_IDLE);
         if (pthread_create(&p->hb, NULL, heartbeat_main, p) == 0)
             p->hb_running = true;
-        bool synced = false, began_leading = atomic_load(&p->leader);
+        bool synced = false, began_leading = atomic_load(&p->leader), lost_events = false;
         double next_audit = 0, next_sentinel = 0;
-        fu_dircache_free(p->dircache); /* v1: the mtime cache lives as long as the session */
-        p->dircache = fu_dircache_new();
+        cache_for_session(p);
         while (!stopping(p) && !atomic_load(&p->lost)) {
             pthread_mutex_lock(&p->mu);
             if (p->resync) {
                 p->resync = false;
                 synced = false;
+                lost_events = true;
             }
             struct job job = {0};
             bool have_job = p->njobs > 0;
@@ -1346,15 +1454,20 @@ static void *pipe_main(void *arg)
                 continue;
             }
             if (leads && !synced) {
-                /* A new session's leader snapshots; a follower promoted in the middle of its
-                 * session audits the whole tree instead (a fresh cache lists everything): the
-                 * view is reconciled, not wiped. */
+                /* A new session's leader snapshots an empty view. A view Fusion holds already
+                 * (it says initial_sync: audit: restored at its start, or kept while agents
+                 * came and went) is audited instead, and so is the view a follower promoted
+                 * in the middle of its session takes over: reconciled, not sent again; the
+                 * audit lists only the directories changed since the cache was made (all of
+                 * them with an empty cache). Lost events are a snapshot again, as in v1. */
                 int rc;
-                if (began_leading) {
+                if (began_leading && (lost_events || !p->fusion_audits)) {
                     rc = walk_send(p, WALK_SNAPSHOT, NULL, true, NULL);
                 } else {
-                    fu_dircache_free(p->dircache);
-                    p->dircache = fu_dircache_new();
+                    if (began_leading)
+                        fu_info("pipe %s: Fusion holds the view already: an audit, not a "
+                                "snapshot (%zu directories in the audit cache)",
+                                p->id, p->dircache ? fu_dircache_size(p->dircache) : 0);
                     rc = walk_send(p, WALK_AUDIT, NULL, true, NULL);
                 }
                 synced = rc == 0;
@@ -1540,6 +1653,8 @@ static void pipe_free(struct pipe_rt *p)
         job_free(&p->jobs[i]);
     free(p->jobs);
     fu_dircache_free(p->dircache);
+    free(p->cache_file);
+    free(p->cache_token);
     if (p->wakefd >= 0)
         close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
@@ -1624,6 +1739,27 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
         pipe_free(p);
         return NULL;
     }
+    /* The audit cache, kept under the agent's home when the pipe id can name a file. */
+    if (cfg->home && cfg->home[0] && !strchr(p->id, '/') && p->id[0] != '.') {
+        char sub[300];
+        snprintf(sub, sizeof(sub), "data/agent/%s.dircache", p->id);
+        p->cache_file = fu_path_join(cfg->home, sub);
+    }
+    XXH3_state_t *h = XXH3_createState();
+    if (h) {
+        XXH3_64bits_reset(h);
+        XXH3_64bits_update(h, p->root, strlen(p->root) + 1);
+        XXH3_64bits_update(h, p->file_pattern, strlen(p->file_pattern) + 1);
+        for (size_t k = 0; k < p->exclude.n; k++)
+            XXH3_64bits_update(h, p->exclude.v[k], strlen(p->exclude.v[k]) + 1);
+        XXH3_64bits_update(h, &p->one_filesystem, 1);
+        snprintf(p->walk_sig, sizeof(p->walk_sig), "%016llx",
+                 (unsigned long long)XXH3_64bits_digest(h));
+        XXH3_freeState(h);
+    }
+    cache_load(p);
+    if (!p->dircache)
+        p->dircache = fu_dircache_new();
     p->src = source_get(a, src, &p->exclude);
     p->sub = p->src ? fu_bus_subscribe(fu_source_bus(p->src->s)) : NULL;
     if (!p->sub) {
@@ -1705,6 +1841,8 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_uint(w, atomic_load(&p->epoch));
         fu_jw_ckey(w, "events_sent");
         fu_jw_uint(w, atomic_load(&p->rows_sent));
+        fu_jw_ckey(w, "bytes_sent");
+        fu_jw_uint(w, atomic_load(&p->bytes_sent));
         fu_jw_ckey(w, "queued");
         fu_jw_uint(w, atomic_load(&p->pending_count));
         fu_jw_ckey(w, "source");

@@ -103,6 +103,13 @@ long fu_hc_call(struct fu_hc *c, const char *method, const char *path, const cha
     }
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (c->sent) {
+        long head = 0;
+        curl_off_t up = 0;
+        curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &head);
+        curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &up);
+        atomic_fetch_add(c->sent, (uint64_t)head + (uint64_t)up);
+    }
     return status;
 }
 

@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/strv.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@ struct fu_hc {
     long timeout_ms;
     void *headers; /* struct curl_slist * */
     char err[256];
+    _Atomic uint64_t *sent; /* optional: adds the bytes of each request that got through */
 };
 
 /* `uris`: base URLs ("http://host:port"), tried in order. Returns 0 or -ENOMEM. */

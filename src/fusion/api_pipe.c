@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <xxhash.h>
 
 #define PREFIX "/api/v1/pipe/"
 
@@ -85,6 +86,41 @@ static const char *role_of(const struct fu_session *s)
 }
 
 /* ------------------------------------------------------------ session create / discover */
+
+/* What the pipe's leader is to do first, and what its audit cache must match. A pipe whose
+ * views all hold data (restored at start-up, or kept while agents came and went) is
+ * reconciled by an audit, which lists only the directories changed since the leader's
+ * cache was made; an empty one needs a snapshot. The token names the views' incarnations:
+ * a cache made against another one is worthless. */
+static bool initial_audit(const struct fu_pipe_rt *p, char token[33])
+{
+    bool audit = p->nviews > 0;
+    XXH3_state_t *h = p->nviews > 1 ? XXH3_createState() : NULL;
+    if (h)
+        XXH3_128bits_reset(h);
+    token[0] = '\0';
+    for (size_t i = 0; i < p->nviews; i++) {
+        struct fu_view *v = p->views[i];
+        char inc[33];
+        fu_view_incarnation(v, inc);
+        pthread_rwlock_rdlock(&v->lock);
+        audit = audit && fu_tree_count(&v->tree) > 1;
+        pthread_rwlock_unlock(&v->lock);
+        if (p->nviews == 1)
+            memcpy(token, inc, 33);
+        else if (h) {
+            XXH3_128bits_update(h, v->id, strlen(v->id) + 1);
+            XXH3_128bits_update(h, inc, 33);
+        }
+    }
+    if (h) {
+        XXH128_hash_t x = XXH3_128bits_digest(h);
+        snprintf(token, 33, "%016llx%016llx", (unsigned long long)x.high64,
+                 (unsigned long long)x.low64);
+        XXH3_freeState(h);
+    }
+    return audit && token[0];
+}
 
 static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
                            struct fu_http_req *req, struct fu_http_resp *resp)
@@ -211,11 +247,20 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
         fu_jw_double(&w, p->audit_interval);
         fu_jw_ckey(&w, "sentinel_interval_sec");
         fu_jw_double(&w, p->sentinel_interval);
+        char token[33];
+        bool audit = initial_audit(p, token);
+        fu_jw_ckey(&w, "initial_sync");
+        fu_jw_cstr(&w, audit ? "audit" : "snapshot");
+        if (token[0]) {
+            fu_jw_ckey(&w, "view_incarnation");
+            fu_jw_cstr(&w, token);
+        }
         fu_jw_ckey(&w, "message");
         fu_jw_cstr(&w, "Session created successfully");
         fu_jw_obj_end(&w);
-        fu_info("pipe %s: session %s created for %s from %s (%s)", p->id, s->id, s->task_id,
-                s->client_ip, role_of(s));
+        fu_info("pipe %s: session %s created for %s from %s (%s%s)", p->id, s->id, s->task_id,
+                s->client_ip, role_of(s),
+                fu_session_leads(s) ? audit ? ", audits first" : ", snapshots first" : "");
     }
     pthread_mutex_unlock(&f->mu);
     free(task_id);
@@ -719,14 +764,19 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             }
         }
         ok = ok && durable(p, jpos, resp);
-        if (ok && is_end && source_type && !strcmp(source_type, "snapshot")) {
+        /* A leader's whole walk, a snapshot or an audit (a restored view's first sync),
+         * completes the pipe's sync. */
+        bool walk_end = is_end && source_type &&
+                        (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
+        if (ok && walk_end) {
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);
             if (s && fu_session_leads(s) && p->epoch == epoch) {
+                if (!p->snapshot_complete)
+                    fu_info("pipe %s: %s complete (session %s, epoch %llu)", p->id, source_type,
+                            sid, (unsigned long long)epoch);
                 p->snapshot_complete = true;
                 p->ever_synced = true;
-                fu_info("pipe %s: snapshot complete (session %s, epoch %llu)", p->id, sid,
-                        (unsigned long long)epoch);
             }
             pthread_mutex_unlock(&f->mu);
         }

@@ -166,7 +166,8 @@ static int open_storage(struct fu_fusion *f, const struct fu_config *cfg, struct
     }
     if (rc == 0 && damaged) {
         fu_warn("view %s: its journal was damaged; the view holds what was journaled before the "
-                "damage until the full snapshot its pipes' leaders run when they connect",
+                "damage, under a new incarnation: its pipes' leaders reconcile it with a full "
+                "audit when they connect",
                 v->id);
     }
     (void)f;

@@ -13,7 +13,73 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ incarnation */
+
+static char *incarnation_path(const struct fu_view *v)
+{
+    return fu_path_join(v->data_dir, "incarnation");
+}
+
+/* A fresh incarnation, saved before the change it stands for (a reset) is made: a crash in
+ * between leaves a new name on old data, which costs agents a full audit, never the
+ * reverse. When it cannot be saved the old file goes, so the next start picks a new one. */
+static void new_incarnation(struct fu_view *v)
+{
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof(b)) {
+        ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (size_t i = got; i < sizeof(b); i++) /* no entropy: still unique enough */
+        b[i] = (unsigned char)((uint64_t)ts.tv_nsec >> (i % 8 * 8) ^ (uint64_t)getpid() ^ i);
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(v->incarnation + 2 * i, 3, "%02x", b[i]);
+    if (!v->data_dir)
+        return;
+    char *path = incarnation_path(v);
+    char line[34];
+    snprintf(line, sizeof(line), "%s\n", v->incarnation);
+    int rc = path ? fu_write_file_atomic(path, line, 33, 0640) : -ENOMEM;
+    if (rc < 0) {
+        fu_error("view %s: cannot save its incarnation in %s: %s", v->id, path ? path : v->data_dir,
+                 strerror(-rc));
+        if (path)
+            unlink(path);
+    }
+    free(path);
+}
+
+/* The saved incarnation; false when there is none that reads. */
+static bool load_incarnation(struct fu_view *v)
+{
+    char *path = incarnation_path(v);
+    struct fu_buf b = FU_BUF_INIT;
+    bool ok = path && fu_read_file(path, 64, &b) == 0 && b.len == 33 && b.data[32] == '\n' &&
+              strspn(b.data, "0123456789abcdef") == 32;
+    if (ok) {
+        memcpy(v->incarnation, b.data, 32);
+        v->incarnation[32] = '\0';
+    }
+    fu_buf_free(&b);
+    free(path);
+    return ok;
+}
+
+void fu_view_incarnation(struct fu_view *v, char out[33])
+{
+    pthread_rwlock_rdlock(&v->lock);
+    memcpy(out, v->incarnation, 33);
+    pthread_rwlock_unlock(&v->lock);
+}
 
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, double tombstone_ttl)
 {
@@ -39,6 +105,7 @@ int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, d
         pthread_rwlock_destroy(&v->lock);
         return -1;
     }
+    new_incarnation(v); /* memory only, until its storage opens */
     return 0;
 }
 
@@ -332,6 +399,7 @@ int fu_view_reset(struct fu_view *v, uint64_t *jpos)
     }
     struct fu_buf rec = FU_BUF_INIT;
     pthread_rwlock_wrlock(&v->lock);
+    new_incarnation(v);
     int rc = journal(v, REC_RESET, &rec, jpos);
     if (!rc)
         reset_locked(v, &fresh);
@@ -588,6 +656,12 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     v->snap_pos = from;
     v->snap_mono = mono_now();
     *damaged = info.corrupt;
+    /* A torn tail is a write a crash cut short, never acknowledged, unless the fsync
+     * policy is off or the disk damaged a record it had synced: agents' caches may count
+     * on what went, so they lose them, as with damage in the middle. */
+    bool lost = info.corrupt || info.torn_bytes;
+    if (lost || !load_incarnation(v))
+        new_incarnation(v);
     return 0;
 }
 

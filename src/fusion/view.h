@@ -31,6 +31,11 @@ struct fu_view {
     uint64_t snap_pos;       /* journal position of the last snapshot (0: none) */
     double snap_mono;        /* when it was taken or loaded (monotonic), 0: never */
     double snap_failed;      /* when the last attempt failed (monotonic), 0: none */
+    /* Names the view's history: a new one whenever what Fusion acknowledged may no longer
+     * all be there (a new or reset view, a damaged journal, a restore, a memory-only view
+     * started again). Agents keep their audit caches only while it stays the same. Under
+     * `lock`; in data_dir/incarnation when the view has storage. */
+    char incarnation[33];
 };
 
 /* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */
@@ -76,6 +81,8 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
  * compressed and written). Returns 0 (info filled) or -errno. */
 struct fu_snapshot_info;
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info);
+/* Copies the view's incarnation (33 bytes: 32 hex digits and a NUL). */
+void fu_view_incarnation(struct fu_view *v, char out[33]);
 /* Journal bytes written since the last snapshot (0 without a journal). */
 uint64_t fu_view_unsnapshotted(struct fu_view *v);
 /* Whether a snapshot is due: the journal grew by `bytes` since the last one, or grew at all

@@ -316,6 +316,10 @@ class Durability(unittest.TestCase):
         self.start()
         a = self.agent()
         self.push_batches(a, 10)
+        other = V1Agent(self.recv, "push", task_id="agent-2:sync")
+        status, before = other.create_session()  # the view holds data now
+        self.assertEqual(status, 200, before)
+        self.assertEqual(before["initial_sync"], "audit")
         self.kill()  # no snapshot at stop: the batches are in the journal only
         seg = self.segments()[-1]
         batches = [x for x in records(seg) if x[2] == 1]
@@ -334,8 +338,13 @@ class Durability(unittest.TestCase):
         log = self.home.log_text()
         self.assertIn("replay stopped at position", log)
         self.assertIn("a record failing its CRC", log)
-        self.assertIn("full snapshot", log)
+        self.assertIn("reconcile it with a full audit", log)
         self.assertTrue(os.path.exists(seg + ".corrupt"))
+        # The leader reconciles what is left, and no agent cache made before counts.
+        status, after = V1Agent(self.recv, "push", task_id="agent-2:sync").create_session()
+        self.assertEqual(status, 200, after)
+        self.assertEqual(after["initial_sync"], "audit")
+        self.assertNotEqual(after["view_incarnation"], before["view_incarnation"])
         # New batches are journaled after the cut, and replay cleanly next time.
         a = self.agent()
         self.push_batches(a, 1, prefix="/new")

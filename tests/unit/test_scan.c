@@ -248,6 +248,68 @@ static void test_audit_cache_skips_the_files_of_unchanged_directories(void **sta
     fu_dircache_free(c);
 }
 
+static void test_snapshot_fills_the_cache_that_is_saved_and_loaded(void **state)
+{
+    (void)state;
+    struct fu_dircache *c = fu_dircache_new();
+    struct fu_scan_opts o = {.root = root, .recursive = true, .cache = c, .cache_fill = true};
+    fu_dircache_begin(c);
+    dir("/gone");
+    struct seen *s = scan(&o, 0);
+    assert_false(find(s, "/a")->skipped); /* filling: everything listed */
+    assert_non_null(find(s, "/a/f1.dat"));
+    assert_int_equal(fu_dircache_size(c), 6);
+    done(s);
+    s = scan(&o, 0); /* and again: a snapshot never skips */
+    assert_non_null(find(s, "/a/b/f3.dat"));
+    done(s);
+    /* /gone goes: a walk after it does not see it, and the saved cache drops it */
+    char gone[512], file[512];
+    snprintf(gone, sizeof(gone), "%s/gone", root);
+    assert_int_equal(rmdir(gone), 0);
+    fu_dircache_begin(c);
+    done(scan(&o, 0));
+    snprintf(file, sizeof(file), "%s.dircache", root);
+    assert_int_equal(fu_dircache_save(c, file, "inc-1:sig"), 0);
+    fu_dircache_free(c);
+
+    char *tok = NULL;
+    assert_int_equal(fu_dircache_load(file, &c, &tok), 0);
+    assert_string_equal(tok, "inc-1:sig");
+    assert_int_equal(fu_dircache_size(c), 5);
+    free(tok);
+    /* an audit with the loaded cache: nothing changed, every directory silent */
+    struct fu_scan_opts a = {.root = root, .recursive = true, .cache = c};
+    s = scan(&a, 0);
+    assert_true(find(s, "/a")->skipped && find(s, "/a/b")->skipped && find(s, "/")->skipped);
+    assert_null(find(s, "/a/f1.dat"));
+    done(s);
+    fu_dircache_free(c);
+
+    /* damage: a flipped byte, a cut file, none at all */
+    FILE *f = fopen(file, "r+b");
+    assert_non_null(f);
+    fseek(f, 30, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, 30, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+    assert_int_equal(fu_dircache_load(file, &c, &tok), -EBADMSG);
+    assert_null(c);
+    assert_null(tok);
+    assert_int_equal(truncate(file, 10), 0);
+    assert_int_equal(fu_dircache_load(file, &c, &tok), -EBADMSG);
+    unlink(file);
+    assert_int_equal(fu_dircache_load(file, &c, &tok), -ENOENT);
+    /* a token too long to be one */
+    char big[300];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    c = fu_dircache_new();
+    assert_int_equal(fu_dircache_save(c, file, big), -EINVAL);
+    fu_dircache_free(c);
+}
+
 static void test_scan_of_one_directory_without_recursion(void **state)
 {
     (void)state;
@@ -316,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_scan_exclude_globs_and_file_pattern),
         cmocka_unit_test(test_scan_files_carry_their_parent_mtime),
         cmocka_unit_test(test_audit_cache_skips_the_files_of_unchanged_directories),
+        cmocka_unit_test(test_snapshot_fills_the_cache_that_is_saved_and_loaded),
         cmocka_unit_test(test_scan_of_one_directory_without_recursion),
         cmocka_unit_test(test_scan_stops_when_the_receiver_fails),
         cmocka_unit_test(test_scan_of_a_missing_root_fails),

@@ -6,6 +6,9 @@
 #include "agent/source_fs/scan.h"
 
 #include "common/buf.h"
+#include "common/crc32c.h"
+#include "common/fsutil.h"
+#include "common/le.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -46,12 +49,14 @@ struct dc_ent {
     char *path;
     uint64_t hash;
     double mtime;
+    uint32_t gen; /* the walk that saw it last */
 };
 
 struct fu_dircache {
     pthread_mutex_t mu;
     struct dc_ent *v;
     size_t cap, n; /* open addressing, load <= 1/2 */
+    uint32_t gen;  /* the walk under way (fu_dircache_begin) */
 };
 
 struct fu_dircache *fu_dircache_new(void)
@@ -116,9 +121,138 @@ static double dc_swap(struct fu_dircache *c, const char *path, double mtime)
         c->n++;
     }
     e->mtime = mtime;
+    e->gen = c->gen;
 out:
     pthread_mutex_unlock(&c->mu);
     return old;
+}
+
+void fu_dircache_begin(struct fu_dircache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->gen++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The file: magic, format, the token (its length, then its bytes), the entry count, the
+ * entries (path length, path, mtime as IEEE bits), all little-endian, then a CRC-32C of
+ * everything before it. */
+static const char dc_magic[8] = "FUSTORD";
+enum { DC_FORMAT = 1, DC_MAX_TOKEN = 256 };
+
+static void put32(struct fu_buf *b, uint32_t v)
+{
+    unsigned char x[4];
+    fu_put_le32(x, v);
+    fu_buf_append(b, x, 4);
+}
+
+static void put64(struct fu_buf *b, uint64_t v)
+{
+    unsigned char x[8];
+    fu_put_le64(x, v);
+    fu_buf_append(b, x, 8);
+}
+
+int fu_dircache_save(struct fu_dircache *c, const char *path, const char *token)
+{
+    size_t tlen = strlen(token);
+    if (tlen > DC_MAX_TOKEN)
+        return -EINVAL;
+    struct fu_buf b = FU_BUF_INIT;
+    fu_buf_append(&b, dc_magic, sizeof(dc_magic));
+    put32(&b, DC_FORMAT);
+    put32(&b, (uint32_t)tlen);
+    fu_buf_append(&b, token, tlen);
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = 0;
+    for (size_t i = 0; i < c->cap; i++)
+        n += c->v[i].path && c->v[i].gen == c->gen;
+    put64(&b, n);
+    for (size_t i = 0; i < c->cap; i++) {
+        const struct dc_ent *e = &c->v[i];
+        if (!e->path || e->gen != c->gen)
+            continue; /* not seen by the last walk: gone since */
+        size_t len = strlen(e->path);
+        uint64_t bits;
+        memcpy(&bits, &e->mtime, 8);
+        put32(&b, (uint32_t)len);
+        fu_buf_append(&b, e->path, len);
+        put64(&b, bits);
+    }
+    pthread_mutex_unlock(&c->mu);
+    put32(&b, fu_crc32c(0, b.data, b.len));
+    int rc = b.oom ? -ENOMEM : fu_write_file_atomic(path, b.data, b.len, 0600);
+    fu_buf_free(&b);
+    return rc;
+}
+
+int fu_dircache_load(const char *path, struct fu_dircache **out, char **token)
+{
+    *out = NULL;
+    *token = NULL;
+    struct fu_buf b = FU_BUF_INIT;
+    int rc = fu_read_file(path, (size_t)1 << 34, &b);
+    if (rc < 0) {
+        fu_buf_free(&b);
+        return rc;
+    }
+    const unsigned char *p = (const unsigned char *)b.data, *end = p + b.len;
+    struct fu_dircache *c = NULL;
+    rc = -EBADMSG;
+    if (b.len < sizeof(dc_magic) + 20 || memcmp(p, dc_magic, sizeof(dc_magic)) ||
+        fu_get_le32(end - 4) != fu_crc32c(0, p, b.len - 4))
+        goto out;
+    end -= 4;
+    p += sizeof(dc_magic);
+    if (fu_get_le32(p) != DC_FORMAT) {
+        rc = -EPROTO;
+        goto out;
+    }
+    uint32_t tlen = fu_get_le32(p + 4);
+    p += 8;
+    if (tlen > DC_MAX_TOKEN || (size_t)(end - p) < (size_t)tlen + 8)
+        goto out;
+    char *tok = strndup((const char *)p, tlen);
+    uint64_t n = fu_get_le64(p + tlen);
+    p += tlen + 8;
+    if (!tok || !(c = fu_dircache_new())) {
+        free(tok);
+        rc = -ENOMEM;
+        goto out;
+    }
+    char *key = NULL;
+    for (uint64_t i = 0; i < n; i++) {
+        if (end - p < 12)
+            break;
+        uint32_t len = fu_get_le32(p);
+        if ((size_t)(end - p) < (size_t)len + 12)
+            break;
+        char *k = realloc(key, (size_t)len + 1);
+        if (!k)
+            break;
+        key = k;
+        memcpy(key, p + 4, len);
+        key[len] = '\0';
+        uint64_t bits = fu_get_le64(p + 4 + len);
+        double mtime;
+        memcpy(&mtime, &bits, 8);
+        p += 12 + (size_t)len;
+        dc_swap(c, key, mtime);
+    }
+    free(key);
+    if (p != end || fu_dircache_size(c) != n) { /* short, or a duplicate: not ours */
+        free(tok);
+        fu_dircache_free(c);
+        c = NULL;
+        goto out;
+    }
+    *out = c;
+    *token = tok;
+    rc = 0;
+out:
+    fu_buf_free(&b);
+    return rc;
 }
 
 /* ------------------------------------------------------------ the walk */
@@ -419,7 +553,8 @@ static int do_dir(struct worker *k, struct job *j)
     bool skipped = !readable;
     if (o->cache && readable) {
         double old = dc_swap(o->cache, j->path, mtime);
-        skipped = old == mtime; /* unchanged since the last audit: files not listed */
+        /* unchanged since the last walk: files not listed */
+        skipped = !o->cache_fill && old == mtime;
     }
     atomic_fetch_add(&w->stats->dirs, 1);
     struct fu_scan_entry e = {
@@ -432,7 +567,7 @@ static int do_dir(struct worker *k, struct job *j)
     };
     int rc = add(k, j->path, strlen(j->path), j->parent, &e);
     if (rc >= 0 && readable && (o->recursive || j->depth == 0))
-        rc = list_dir(k, j, fd, mtime, skipped && o->cache);
+        rc = list_dir(k, j, fd, mtime, skipped && o->cache && !o->cache_fill);
     if (fd >= 0)
         close(fd);
     return rc;

@@ -37,6 +37,15 @@ struct fu_dircache;
 struct fu_dircache *fu_dircache_new(void);
 void fu_dircache_free(struct fu_dircache *c);
 size_t fu_dircache_size(struct fu_dircache *c);
+/* Starts a walk's generation: fu_dircache_save keeps only the directories a walk since saw
+ * (those it did not see are gone). */
+void fu_dircache_begin(struct fu_dircache *c);
+/* Writes the directories the last walk saw, with `token` (at most 256 bytes: what the cache
+ * is valid against), to `path` (temp file, fsync, rename). Returns 0 or -errno. */
+int fu_dircache_save(struct fu_dircache *c, const char *path, const char *token);
+/* Reads a saved cache and its token: 0, -ENOENT, -EBADMSG (damaged: CRC, short, duplicate
+ * entries), -EPROTO (a newer format) or -ENOMEM. */
+int fu_dircache_load(const char *path, struct fu_dircache **out, char **token);
 
 /* Receives `n` entries found by one worker; return < 0 to stop the walk. Called concurrently
  * from several workers. */
@@ -50,7 +59,8 @@ struct fu_scan_opts {
     int workers;                   /* <= 0: the number of online CPUs */
     bool cross_filesystems;        /* default: stay on the root's filesystem */
     bool recursive;                /* false: the start directory and its entries only */
-    struct fu_dircache *cache;     /* audits; NULL for snapshots and scans */
+    struct fu_dircache *cache;     /* audits (and snapshots that fill it); NULL for scans */
+    bool cache_fill;               /* record directories' mtimes but list every one */
     bool dirs_only;                /* directories only: files neither stated nor reported */
     size_t chunk;                  /* entries per emit call (default 256) */
 };

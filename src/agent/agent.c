@@ -8,6 +8,7 @@
 #include "agent/sender_http.h"
 #include "agent/source.h"
 #include "agent/source_fs/scan.h"
+#include "agent/spool.h"
 #include "common/daemon.h"
 #include "common/fsutil.h"
 #include "common/json.h"
@@ -42,7 +43,6 @@ struct job {
 
 struct pipe_rt {
     struct fu_agent *agent;
-    double busy_warned; /* monotonic time of the last "Fusion cannot take realtime events" */
     char *id, *task_id, *root, *file_pattern, *key;
     struct fu_strv uris, exclude;
     bool one_filesystem;
@@ -78,6 +78,15 @@ struct pipe_rt {
     bool fusion_audits;                   /* the session reply's initial_sync is "audit" */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
     bool resync;                          /* events were lost: the leader snapshots again */
+    /* The spool (spool.h): realtime rows while Fusion cannot take them, owned by the
+     * realtime thread. */
+    char *spool_dir;          /* $FUSTOR_HOME/data/agent/<pipe>.spool; NULL: memory only */
+    char *resync_file;        /* ... <pipe>.resync: a resync is owed, across restarts too */
+    double spool_max;         /* bytes; 0: no spool */
+    bool discard_spool;       /* (under mu) the pipe was removed: its spool goes */
+    _Atomic bool unreachable; /* the last attempt to reach Fusion failed */
+    _Atomic uint64_t spooled, spool_bytes; /* for status */
+    uint64_t seq;                          /* (under mu) the session's last batch number */
     /* the session, shared with the heartbeat and realtime threads (sid under mu) */
     char sid[128];
     _Atomic bool lost; /* 419 or closed: open a new one */
@@ -235,6 +244,44 @@ static void ask_resync(struct pipe_rt *p)
     p->resync = p->kick = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+}
+
+/* The same, remembered in <pipe>.resync until a snapshot is done: a restart in between
+ * still resyncs. */
+static void owe_resync(struct pipe_rt *p)
+{
+    if (p->resync_file) {
+        char *dir = strdup(p->resync_file);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash) {
+            *slash = '\0';
+            fu_mkdirs(dir, 0750);
+        }
+        free(dir);
+        int fd = open(p->resync_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+        if (fd >= 0)
+            close(fd);
+    }
+    ask_resync(p);
+}
+
+/* The next batch number (`seq`) of session `sid`, or 0 when that session is no longer the
+ * pipe's. Each new batch gets a new one; a batch sent again keeps its own. */
+static uint64_t session_seq(struct pipe_rt *p, const char *sid)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = sid[0] && !strcmp(p->sid, sid) ? ++p->seq : 0;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* The batch's "seq" member (none when its session is gone: Fusion answers 419 anyway). */
+static void put_seq(struct fu_jw *w, uint64_t seq)
+{
+    if (!seq)
+        return;
+    fu_jw_ckey(w, "seq");
+    fu_jw_uint(w, seq);
 }
 
 /* ------------------------------------------------------------ session */
@@ -518,9 +565,11 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
         return false;
     pthread_mutex_lock(&p->mu);
     memcpy(p->sid, sid, sizeof(sid));
+    p->seq = 0; /* batches are numbered per session */
     pthread_mutex_unlock(&p->mu);
     p->hb_interval = timeout / 3 > 0.05 ? timeout / 3 : 0.05;
     atomic_store(&p->lost, false);
+    atomic_store(&p->unreachable, false);
     fu_info("pipe %s: session %s open as %s (epoch %llu, timeout %.1f s)", p->id, p->sid,
             atomic_load(&p->leader) ? "leader" : "follower",
             (unsigned long long)atomic_load(&p->epoch), timeout);
@@ -670,8 +719,13 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     if (!n)
         return 0;
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
+    /* One number for the batch, however often it is sent: Fusion applies it once. */
+    uint64_t seq = session_seq(b->p, b->p->sid);
+    fu_buf_putc(&body, '{');
+    if (seq)
+        fu_buf_printf(&body, "\"seq\":%llu,", (unsigned long long)seq);
     fu_buf_printf(&body,
-                  "{\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
+                  "\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
                   "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
                   "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":[\"path\","
                   "\"file_name\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"],"
@@ -948,6 +1002,7 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         fu_jw_cstr(&w, kind == WALK_SCAN ? "job_complete" : sources[kind]);
         fu_jw_ckey(&w, "is_end");
         fu_jw_bool(&w, kind != WALK_SCAN);
+        put_seq(&w, session_seq(p, p->sid));
         if (kind == WALK_SCAN) {
             fu_jw_ckey(&w, "metadata");
             fu_jw_obj_begin(&w);
@@ -1110,94 +1165,341 @@ static void rt_row(void *ctx, const struct fu_watch_row *r)
     fu_jw_obj_end(&b->w);
 }
 
-/* Sends the rows queued on the bus for this pipe while a session is open, in batches of up
- * to batch_size. Returns false when rows are left (no session, or Fusion unreachable). */
-static bool realtime_send(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *body,
-                          struct fu_buf *out)
+/* The realtime thread's state. Rows go to Fusion from the bus, or, while Fusion cannot be
+ * reached, through the spool: the thread then moves the bus's rows to the spool's end as
+ * they come (so the bus never overflows during an outage), and once Fusion answers it sends
+ * the spool's rows, oldest first, before anything newer from the bus. While the spool holds
+ * rows, new ones go behind them: the order the kernel reported is kept. */
+struct rt {
+    struct pipe_rt *p;
+    struct fu_hc c;
+    struct fu_bus *bus;
+    struct fu_buf body, out;
+    /* The batch on its way: sent again byte for byte (with its seq) until Fusion answers,
+     * while its session lasts. */
+    bool pending, from_spool;
+    char sid[128];
+    size_t n;
+    uint64_t bus_upto;
+    struct fu_spool_pos spool_upto;
+    struct fu_spool *spool; /* NULL: memory only (spool_max_mb: 0, or no home) */
+    int spill_rc;           /* the first append error of a spill */
+    uint64_t delivered;     /* spooled rows delivered since the spool was last empty */
+    bool told;              /* the outage's first spooled rows were logged */
+    bool sending_told;      /* "delivering the spool's N other events" was logged */
+    bool discarding;        /* the spool was lost: rows are dropped until a new session
+                               opens (its leader snapshots) */
+    char discard_sid[128];  /* the session open when it was lost */
+    double busy_warned;     /* monotonic time of the last "Fusion cannot take ..." */
+};
+
+static double mb_of(double bytes)
 {
-    struct fu_bus *bus = fu_source_bus(p->src->s);
+    return bytes / 1048576.0;
+}
+
+/* The spool overflowed, failed, or was found damaged while read: its rows are lost, so the
+ * pipe resyncs: the session starts over and its leader snapshots again. Rows are dropped
+ * until that new session opens: its snapshot covers them. */
+static void spool_lost(struct rt *t, int rc)
+{
+    struct pipe_rt *p = t->p;
+    unsigned long long rows = fu_spool_rows(t->spool);
+    if (rc == -ENOSPC)
+        fu_error("pipe %s: the spool %s is full (spool_max_mb: %g): %llu spooled events dropped; "
+                 "the leader resyncs (snapshots again) at the next session",
+                 p->id, fu_spool_dir(t->spool), mb_of(p->spool_max), rows);
+    else
+        fu_error("pipe %s: the spool %s failed (%s): %llu spooled events dropped; the leader "
+                 "resyncs (snapshots again) at the next session",
+                 p->id, fu_spool_dir(t->spool),
+                 rc == -EBADMSG ? "a record read back is damaged" : strerror(-rc), rows);
+    set_error(p, "spool", rc == -ENOSPC ? "full: events dropped, resync" : "events lost: resync");
+    fu_spool_drop(t->spool);
+    if (t->pending && t->from_spool)
+        t->pending = false;
+    t->delivered = 0;
+    t->told = t->sending_told = false;
+    t->discarding = true;
+    pthread_mutex_lock(&p->mu);
+    snprintf(t->discard_sid, sizeof(t->discard_sid), "%s", p->sid);
+    if (p->sid[0]) { /* this session will not get the rows: a new one snapshots */
+        atomic_store(&p->lost, true);
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    owe_resync(p); /* after the loss: the old session must not start the snapshot */
+}
+
+static void spill_row(void *ctx, const struct fu_watch_row *r)
+{
+    struct rt *t = ctx;
+    if (!t->spill_rc)
+        t->spill_rc = fu_spool_append(t->spool, r); /* memory only: fine under the bus lock */
+}
+
+/* Moves the rows the bus holds for this pipe to the end of the spool. */
+static void spill(struct rt *t)
+{
+    struct pipe_rt *p = t->p;
+    bool was_empty = !fu_spool_rows(t->spool);
+    for (;;) {
+        uint64_t upto;
+        t->spill_rc = 0;
+        size_t n = fu_bus_peek(t->bus, p->sub, 1024, spill_row, t, &upto);
+        int rc = t->spill_rc ? t->spill_rc : fu_spool_flush(t->spool);
+        fu_bus_commit(t->bus, p->sub, upto); /* in the spool, or lost with it */
+        if (n && t->pending && !t->from_spool)
+            t->pending = false; /* its rows are in the spool now */
+        if (rc < 0) {
+            spool_lost(t, rc);
+            return;
+        }
+        if (!n)
+            break;
+    }
+    if (was_empty && fu_spool_rows(t->spool) && !t->told) {
+        t->told = true;
+        fu_warn("pipe %s: Fusion unreachable: realtime events spooled to %s (spool_max_mb: %g)",
+                p->id, fu_spool_dir(t->spool), mb_of(p->spool_max));
+    }
+}
+
+static void no_row(void *ctx, const struct fu_watch_row *r)
+{
+    (void)ctx;
+    (void)r;
+}
+
+/* Builds the next batch for session `sid`: the spool's oldest rows while it holds any, else
+ * the bus's. Returns its row count (0: nothing to send, or the session changed). */
+static size_t build(struct rt *t, const char *sid)
+{
+    struct pipe_rt *p = t->p;
+    struct rt_batch b = {.index = storage_ms(p), .kind = -1};
+    fu_buf_reset(&t->body);
+    fu_jw_init(&b.w, &t->body);
+    fu_jw_obj_begin(&b.w);
+    fu_jw_ckey(&b.w, "session_id");
+    fu_jw_cstr(&b.w, sid);
+    fu_jw_ckey(&b.w, "source_type");
+    fu_jw_cstr(&b.w, "message");
+    fu_jw_ckey(&b.w, "is_end");
+    fu_jw_bool(&b.w, false);
+    fu_jw_ckey(&b.w, "events");
+    fu_jw_arr_begin(&b.w);
+    long n;
+    t->from_spool = t->spool && fu_spool_rows(t->spool);
+    if (t->from_spool) {
+        n = fu_spool_peek(t->spool, p->batch_size, rt_row, &b, &t->spool_upto);
+        if (n <= 0) { /* 0: it counts rows its files do not hold */
+            spool_lost(t, n < 0 ? (int)n : -EBADMSG);
+            return 0;
+        }
+    } else {
+        n = (long)fu_bus_peek(t->bus, p->sub, p->batch_size, rt_row, &b, &t->bus_upto);
+        if (!n) {
+            fu_bus_commit(t->bus, p->sub, t->bus_upto); /* only merged-away rows were left */
+            return 0;
+        }
+    }
+    fu_jw_arr_end(&b.w);
+    fu_jw_obj_end(&b.w);
+    fu_jw_arr_end(&b.w);
+    put_seq(&b.w, session_seq(p, sid));
+    fu_jw_obj_end(&b.w);
+    snprintf(t->sid, sizeof(t->sid), "%s", sid);
+    t->n = (size_t)n;
+    t->pending = true;
+    return t->n;
+}
+
+/* Sends what this pipe has to send, while a session is open: the spool first, then the
+ * bus. Returns true when nothing is left (the thread then sleeps until woken). */
+static bool realtime_send(struct rt *t)
+{
+    struct pipe_rt *p = t->p;
     for (;;) {
         char sid[sizeof(p->sid)];
         pthread_mutex_lock(&p->mu);
         memcpy(sid, p->sid, sizeof(sid));
         bool usable = sid[0] && !atomic_load(&p->lost) && !p->stop;
         pthread_mutex_unlock(&p->mu);
-        if (!usable)
-            return fu_bus_depth(bus, p->sub) == 0; /* held until the next session */
-        struct rt_batch b = {.index = storage_ms(p), .kind = -1};
-        fu_buf_reset(body);
-        fu_jw_init(&b.w, body);
-        fu_jw_obj_begin(&b.w);
-        fu_jw_ckey(&b.w, "session_id");
-        fu_jw_cstr(&b.w, sid);
-        fu_jw_ckey(&b.w, "source_type");
-        fu_jw_cstr(&b.w, "message");
-        fu_jw_ckey(&b.w, "is_end");
-        fu_jw_bool(&b.w, false);
-        fu_jw_ckey(&b.w, "events");
-        fu_jw_arr_begin(&b.w);
-        uint64_t upto;
-        size_t n = fu_bus_peek(bus, p->sub, p->batch_size, rt_row, &b, &upto);
-        if (!n) {
-            fu_bus_commit(bus, p->sub, upto); /* only merged-away rows were left */
-            return true;
+        if (t->pending && (!usable || strcmp(t->sid, sid)))
+            t->pending = false; /* made for a session that is gone: built again */
+        if (t->discarding) {
+            if (!usable || !strcmp(sid, t->discard_sid)) { /* the next session's snapshot
+                                                               covers these rows */
+                uint64_t upto;
+                while (fu_bus_peek(t->bus, p->sub, 4096, no_row, NULL, &upto))
+                    fu_bus_commit(t->bus, p->sub, upto);
+                fu_bus_commit(t->bus, p->sub, upto);
+                return true;
+            }
+            t->discarding = false;
         }
-        fu_jw_arr_end(&b.w);
-        fu_jw_obj_end(&b.w);
-        fu_jw_arr_end(&b.w);
-        fu_jw_obj_end(&b.w);
+        size_t depth = fu_bus_depth(t->bus, p->sub);
+        if (t->spool && depth &&
+            (fu_spool_rows(t->spool) || atomic_load(&p->unreachable) ||
+             (!usable && depth > fu_bus_capacity(t->bus) / 2))) {
+            spill(t);
+            continue; /* the spool may have overflowed */
+        }
+        bool held = depth || (t->spool && fu_spool_rows(t->spool));
+        if (!usable)
+            return !held; /* held until the next session */
+        if (!t->pending && !build(t, sid))
+            return fu_bus_depth(t->bus, p->sub) == 0 && !(t->spool && fu_spool_rows(t->spool));
         struct fu_buf path = FU_BUF_INIT;
-        fu_buf_printf(&path, "/api/v1/pipe/ingest/%s/events", sid);
-        long st = body->oom ? -1 : fu_hc_call(c, "POST", path.data, body->data, body->len, out);
+        fu_buf_printf(&path, "/api/v1/pipe/ingest/%s/events", t->sid);
+        long st = t->body.oom || path.oom
+                      ? -1
+                      : fu_hc_call(&t->c, "POST", path.data, t->body.data, t->body.len, &t->out);
         fu_buf_free(&path);
-        if (st == 200) {
-            atomic_fetch_add(&p->rows_sent, n);
-            fu_bus_commit(bus, p->sub, upto);
+        if (st == 200 || (st > 0 && st != 419 && st != 404 && !transient(st))) {
+            if (st == 200) {
+                atomic_fetch_add(&p->rows_sent, t->n);
+                atomic_store(&p->unreachable, false);
+            } else { /* refused as a whole: it would be refused again */
+                fu_error("pipe %s: realtime batch refused (HTTP %ld: %s); %zu events dropped, "
+                         "the leader resyncs",
+                         p->id, st, fu_buf_str(&t->out), t->n);
+                owe_resync(p);
+            }
+            t->pending = false;
+            if (!t->from_spool) {
+                fu_bus_commit(t->bus, p->sub, t->bus_upto);
+                continue;
+            }
+            int rc = fu_spool_commit(t->spool, &t->spool_upto);
+            if (rc < 0) {
+                spool_lost(t, rc);
+                continue;
+            }
+            t->delivered += st == 200 ? t->n : 0;
+            if (fu_spool_rows(t->spool) && !t->sending_told) {
+                t->sending_told = true;
+                fu_info("pipe %s: Fusion takes events again: delivering the spool's %llu other "
+                        "events, oldest first, before newer ones",
+                        p->id, (unsigned long long)fu_spool_rows(t->spool));
+            }
+            if (!fu_spool_rows(t->spool)) {
+                fu_info("pipe %s: %llu spooled events delivered; the spool is empty", p->id,
+                        (unsigned long long)t->delivered);
+                t->delivered = 0;
+                t->told = t->sending_told = false;
+            }
         } else if (st == 419 || st == 404) {
             pthread_mutex_lock(&p->mu);
-            if (!strcmp(p->sid, sid)) { /* not a late answer about an older session */
+            if (!strcmp(p->sid, t->sid)) { /* not a late answer about an older session */
                 atomic_store(&p->lost, true);
                 pthread_cond_broadcast(&p->cv);
             }
             pthread_mutex_unlock(&p->mu);
+            t->pending = false;
             return false;
-        } else if (transient(st)) { /* kept in the bus, sent again in a second */
-            set_error(p, "push", fu_buf_str(out));
+        } else { /* not now (503, 507, ...) or not through: kept, sent again in a second */
+            atomic_store(&p->unreachable, true);
+            const char *why = st > 0 ? fu_buf_str(&t->out) : t->c.err;
+            set_error(p, "push", t->body.oom ? "out of memory" : why);
+            if (t->body.oom)
+                t->pending = false; /* built again */
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             /* once a minute, not at each retry */
-            if (!p->busy_warned || (double)now.tv_sec - p->busy_warned >= 60) {
-                p->busy_warned = (double)now.tv_sec;
-                fu_warn("pipe %s: Fusion cannot take realtime events now (HTTP %ld: %s); they "
-                        "stay queued and go again every second",
-                        p->id, st, fu_buf_str(out));
+            if (st > 0 && (!t->busy_warned || (double)now.tv_sec - t->busy_warned >= 60)) {
+                t->busy_warned = (double)now.tv_sec;
+                fu_warn("pipe %s: Fusion cannot take realtime events now (HTTP %ld: %s); %s", p->id,
+                        st, why,
+                        t->spool ? "they go to the spool and are sent again once it can"
+                                 : "they stay queued and go again every second");
             }
             return false;
-        } else if (st > 0) { /* refused as a whole: it would be refused again */
-            fu_error("pipe %s: realtime batch refused (HTTP %ld: %s); %zu events dropped, "
-                     "the leader resyncs",
-                     p->id, st, fu_buf_str(out), n);
-            fu_bus_commit(bus, p->sub, upto);
-            ask_resync(p);
-        } else {
-            set_error(p, "push", body->oom ? "out of memory" : c->err);
-            return false; /* retried in a second */
         }
     }
 }
 
-/* The pipe's realtime thread: sends what the source's bus holds for it, follows the
- * source's readiness (the leader's snapshot waits for the watches), and turns a bus
- * overflow into a resync. Blocks in poll() while there is nothing to do. */
+/* Opens the spool a previous run may have left: its rows go first. Damage, or a spool for
+ * other source settings, means rows were lost: the pipe resyncs. */
+static void spool_start(struct rt *t)
+{
+    struct pipe_rt *p = t->p;
+    if (!p->spool_dir)
+        return;
+    struct fu_spool_info info;
+    uint64_t max = p->spool_max > 0 ? (uint64_t)p->spool_max : UINT64_MAX;
+    int rc = fu_spool_open(&t->spool, p->spool_dir, p->walk_sig, max, 0, &info);
+    if (rc < 0) {
+        fu_error("pipe %s: cannot open the spool %s: %s; realtime events wait in memory only",
+                 p->id, p->spool_dir, strerror(-rc));
+        t->spool = NULL;
+        return;
+    }
+    if (info.foreign || info.damaged) {
+        fu_error("pipe %s: the spool %s %s: %s; events may be lost, the leader resyncs", p->id,
+                 p->spool_dir, info.foreign ? "is not for these settings" : "is damaged",
+                 info.detail);
+        owe_resync(p);
+    }
+    if (p->spool_max <= 0) { /* spool_max_mb: 0 */
+        if (info.rows) {
+            fu_warn("pipe %s: spool_max_mb is 0, but the spool %s holds %llu events from before: "
+                    "dropped, the leader resyncs",
+                    p->id, p->spool_dir, (unsigned long long)info.rows);
+            owe_resync(p);
+        }
+        fu_spool_drop(t->spool);
+        fu_spool_close(t->spool);
+        t->spool = NULL;
+    } else if (info.rows) {
+        fu_info("pipe %s: the spool %s holds %llu events (%llu bytes) from before: they go to "
+                "Fusion first",
+                p->id, p->spool_dir, (unsigned long long)info.rows, (unsigned long long)info.bytes);
+        t->told = true;
+    }
+}
+
+/* At a stop: the rows still on the bus go to the spool, for the next start (a removed
+ * pipe's spool is deleted instead). */
+static void spool_stop(struct rt *t)
+{
+    struct pipe_rt *p = t->p;
+    if (!t->spool)
+        return;
+    pthread_mutex_lock(&p->mu);
+    bool discard = p->discard_spool;
+    pthread_mutex_unlock(&p->mu);
+    if (discard) {
+        if (fu_spool_rows(t->spool))
+            fu_warn("pipe %s: removed from the config: its spool %s (%llu events) is deleted",
+                    p->id, fu_spool_dir(t->spool), (unsigned long long)fu_spool_rows(t->spool));
+        fu_spool_drop(t->spool);
+        if (p->resync_file)
+            unlink(p->resync_file);
+    } else {
+        if (!t->discarding && fu_bus_depth(t->bus, p->sub))
+            spill(t);
+        if (fu_spool_rows(t->spool))
+            fu_info("pipe %s: %llu realtime events left in the spool %s for the next start", p->id,
+                    (unsigned long long)fu_spool_rows(t->spool), fu_spool_dir(t->spool));
+    }
+    fu_spool_close(t->spool);
+    t->spool = NULL;
+}
+
+/* The pipe's realtime thread: sends what the source's bus holds for it (through the spool
+ * while Fusion is away), follows the source's readiness (the leader's snapshot waits for
+ * the watches), and turns a bus overflow into a resync. Blocks in poll() while there is
+ * nothing to do. */
 static void *realtime_main(void *arg)
 {
     struct pipe_rt *p = arg;
-    struct fu_hc c;
-    if (fu_hc_init(&c, &p->uris, p->key, p->timeout) < 0)
+    struct rt t = {.p = p, .body = FU_BUF_INIT, .out = FU_BUF_INIT};
+    if (fu_hc_init(&t.c, &p->uris, p->key, p->timeout) < 0)
         return NULL;
-    c.sent = &p->bytes_sent;
-    struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
-    struct fu_bus *bus = fu_source_bus(p->src->s);
+    t.c.sent = &p->bytes_sent;
+    t.bus = fu_source_bus(p->src->s);
+    spool_start(&t);
     bool ready = false, done = true;
     while (!stopping(p)) {
         if (fu_source_ready(p->src->s) != ready) {
@@ -1207,19 +1509,21 @@ static void *realtime_main(void *arg)
             pthread_cond_broadcast(&p->cv);
             pthread_mutex_unlock(&p->mu);
         }
-        if (fu_bus_take_overflow(bus, p->sub)) {
+        if (fu_bus_take_overflow(t.bus, p->sub)) {
             fu_warn("pipe %s: realtime events were lost (%s); %s", p->id,
                     "the bus or the kernel's queue overflowed, or the watches were reopened",
                     atomic_load(&p->leader) ? "the leader resyncs"
                                             : "the leader's next audit recovers them");
             set_error(p, "realtime", "events lost: resync");
-            ask_resync(p);
+            owe_resync(p);
         }
-        done = realtime_send(p, &c, &body, &out);
-        atomic_store(&p->pending_count, fu_bus_depth(bus, p->sub));
+        done = realtime_send(&t);
+        atomic_store(&p->pending_count, fu_bus_depth(t.bus, p->sub));
+        atomic_store(&p->spooled, t.spool ? fu_spool_rows(t.spool) : 0);
+        atomic_store(&p->spool_bytes, t.spool ? fu_spool_bytes(t.spool) : 0);
         struct pollfd fds[2] = {{.fd = fu_bus_sub_fd(p->sub), .events = POLLIN},
                                 {.fd = p->wakefd, .events = POLLIN}};
-        /* No timer while idle; while rows wait for a session, retry once a second. */
+        /* No timer while idle; while rows wait for Fusion, retry once a second. */
         if (poll(fds, 2, done ? -1 : 1000) < 0 && errno != EINTR)
             break;
         eventfd_t v;
@@ -1228,9 +1532,12 @@ static void *realtime_main(void *arg)
         if (fds[1].revents & POLLIN)
             eventfd_read(fds[1].fd, &v);
     }
-    fu_buf_free(&body);
-    fu_buf_free(&out);
-    fu_hc_free(&c);
+    spool_stop(&t);
+    atomic_store(&p->spooled, 0);
+    atomic_store(&p->spool_bytes, 0);
+    fu_buf_free(&t.body);
+    fu_buf_free(&t.out);
+    fu_hc_free(&t.c);
     return NULL;
 }
 
@@ -1291,6 +1598,7 @@ static void report_config(struct pipe_rt *p, struct fu_hc *c, const char *filena
     fu_jw_obj_begin(&w);
     fu_jw_ckey(&w, "session_id");
     fu_jw_cstr(&w, sid);
+    put_seq(&w, session_seq(p, sid));
     fu_jw_ckey(&w, "source_type");
     fu_jw_cstr(&w, "config_report");
     fu_jw_ckey(&w, "is_end");
@@ -1401,6 +1709,8 @@ static void *pipe_main(void *arg)
     while (!stopping(p)) {
         atomic_store(&p->phase, PH_CONNECTING);
         if (!open_session(p, &c, &out)) {
+            if (!atomic_exchange(&p->unreachable, true))
+                eventfd_write(p->wakefd, 1); /* the realtime thread spools what it holds */
             if (++errors == p->max_errors)
                 fu_error("pipe %s: %d attempts in a row to open a session failed; still "
                          "retrying, every %.0f s at most",
@@ -1422,7 +1732,8 @@ static void *pipe_main(void *arg)
         cache_for_session(p);
         while (!stopping(p) && !atomic_load(&p->lost)) {
             pthread_mutex_lock(&p->mu);
-            if (p->resync) {
+            bool resync = p->resync;
+            if (resync) {
                 p->resync = false;
                 synced = false;
                 lost_events = true;
@@ -1434,6 +1745,8 @@ static void *pipe_main(void *arg)
                 memmove(p->jobs, p->jobs + 1, --p->njobs * sizeof(*p->jobs));
             }
             pthread_mutex_unlock(&p->mu);
+            if (resync && !atomic_load(&p->leader) && p->resync_file)
+                unlink(p->resync_file); /* a follower leaves it to its leader's audit */
             if (have_job) {
                 if (job.kind == JOB_SCAN) /* every session scans, leader or not (v1) */
                     walk_send(p, WALK_SCAN, job.path, job.recursive, job.job_id);
@@ -1463,6 +1776,13 @@ static void *pipe_main(void *arg)
                 int rc;
                 if (began_leading && (lost_events || !p->fusion_audits)) {
                     rc = walk_send(p, WALK_SNAPSHOT, NULL, true, NULL);
+                    pthread_mutex_lock(&p->mu);
+                    bool owed = p->resync; /* lost again during the walk: still owed */
+                    pthread_mutex_unlock(&p->mu);
+                    if (!rc)
+                        lost_events = false;
+                    if (!rc && !owed && p->resync_file)
+                        unlink(p->resync_file); /* the view is whole again */
                 } else {
                     if (began_leading)
                         fu_info("pipe %s: Fusion holds the view already: an audit, not a "
@@ -1497,6 +1817,12 @@ static void *pipe_main(void *arg)
             if (leads && sent > 0)
                 until = fmin(until, next_sentinel - now);
             nap(p, until > 0 ? until : 0);
+        }
+        if (lost_events) { /* not made good in this session (its snapshot failed, or it
+                              did not lead): the next one snapshots */
+            pthread_mutex_lock(&p->mu);
+            p->resync = true;
+            pthread_mutex_unlock(&p->mu);
         }
         close_session(p, &c);
         atomic_store(&p->lost, false); /* so that the backoff naps really wait */
@@ -1655,6 +1981,8 @@ static void pipe_free(struct pipe_rt *p)
     fu_dircache_free(p->dircache);
     free(p->cache_file);
     free(p->cache_token);
+    free(p->spool_dir);
+    free(p->resync_file);
     if (p->wakefd >= 0)
         close(p->wakefd);
     pthread_mutex_destroy(&p->mu);
@@ -1744,6 +2072,17 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
         char sub[300];
         snprintf(sub, sizeof(sub), "data/agent/%s.dircache", p->id);
         p->cache_file = fu_path_join(cfg->home, sub);
+        snprintf(sub, sizeof(sub), "data/agent/%s.spool", p->id);
+        p->spool_dir = fu_path_join(cfg->home, sub);
+        snprintf(sub, sizeof(sub), "data/agent/%s.resync", p->id);
+        p->resync_file = fu_path_join(cfg->home, sub);
+    }
+    p->spool_max = cp->spool_max_mb * 1048576.0;
+    if (p->resync_file && access(p->resync_file, F_OK) == 0) {
+        fu_warn("pipe %s: realtime events were lost before the last stop (%s): the leader "
+                "resyncs",
+                p->id, p->resync_file);
+        p->resync = true;
     }
     XXH3_state_t *h = XXH3_createState();
     if (h) {
@@ -1845,6 +2184,10 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_uint(w, atomic_load(&p->bytes_sent));
         fu_jw_ckey(w, "queued");
         fu_jw_uint(w, atomic_load(&p->pending_count));
+        fu_jw_ckey(w, "spooled");
+        fu_jw_uint(w, atomic_load(&p->spooled));
+        fu_jw_ckey(w, "spool_bytes");
+        fu_jw_uint(w, atomic_load(&p->spool_bytes));
         fu_jw_ckey(w, "source");
         fu_jw_obj_begin(w);
         fu_jw_ckey(w, "watcher");
@@ -1968,14 +2311,6 @@ static int start_pipes(struct fu_agent *a, const struct fu_config *cfg, const st
     return rc;
 }
 
-static bool in_strv(const struct fu_strv *v, const char *s)
-{
-    for (size_t i = 0; i < v->n; i++)
-        if (!strcmp(v->v[i], s))
-            return true;
-    return false;
-}
-
 int fu_agent_reload(struct fu_agent *a, const struct fu_config *cfg,
                     const struct fu_config_diff *diff)
 {
@@ -2006,13 +2341,19 @@ int fu_agent_reload(struct fu_agent *a, const struct fu_config *cfg,
         pthread_mutex_lock(&p->mu);
         bool stopped = p->stopped_by_command;
         pthread_mutex_unlock(&p->mu);
-        bool go = stopped || in_strv(&diff->removed, p->id) || in_strv(&diff->changed, p->id);
+        bool go =
+            stopped || fu_strv_has(&diff->removed, p->id) || fu_strv_has(&diff->changed, p->id);
         if (!go || !going) {
             a->pipes[kept++] = p;
             continue;
         }
         if (stopped)
             fu_strv_push(&restart, p->id); /* started again if it is still active */
+        if (fu_strv_has(&diff->removed, p->id)) {
+            pthread_mutex_lock(&p->mu);
+            p->discard_spool = true; /* nothing will ever deliver it */
+            pthread_mutex_unlock(&p->mu);
+        }
         fu_info("reload: pipe %s stops", p->id);
         pipe_signal_stop(p); /* all at once: their sessions close in parallel */
         going[ngoing++] = p;

@@ -62,6 +62,11 @@ void fu_bus_free(struct fu_bus *b)
     free(b);
 }
 
+size_t fu_bus_capacity(const struct fu_bus *b)
+{
+    return b->capacity; /* set once, read without the lock */
+}
+
 static void wake(struct fu_bus_sub *s)
 {
     eventfd_write(s->efd, 1);

@@ -31,6 +31,8 @@ struct fu_bus_sub;
 struct fu_bus *fu_bus_new(size_t capacity);
 /* Frees the ring; every subscriber must be gone. */
 void fu_bus_free(struct fu_bus *b);
+/* The most rows it keeps. */
+size_t fu_bus_capacity(const struct fu_bus *b);
 
 /* Queues a row (the path is copied), merging it with the queued upsert of the same path.
  * Never blocks. Returns 0 or -ENOMEM (the subscribers are then told to resync). */

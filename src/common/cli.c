@@ -1,6 +1,7 @@
 /* The command line shared by fustor-fusion and fustor-agent: start, stop, reload, status,
- * validate, --version, --help. Commands are thin: config.c, daemon.c and service.c do the
- * work. Exit codes: 0 ok, 1 failure, 2 usage, 3 `status` of a process that is not running. */
+ * validate, --version, --help, and Fusion's backup and restore. Commands are thin: config.c,
+ * daemon.c, service.c and the app's backup hooks do the work. Exit codes: 0 ok, 1 failure,
+ * 2 usage, 3 `status` of a process that is not running. */
 #include "common/cli.h"
 
 #include "common/config.h"
@@ -23,9 +24,19 @@
 #define EXIT_USAGE 2
 #define EXIT_NOT_RUNNING 3
 
-static void usage(const struct fu_app *app, FILE *f)
+static void usage(const struct fu_app *app, const struct fu_app_backup *b, FILE *f)
 {
     const char *k = fu_cfg_kind_name(app->kind);
+    const char *backup =
+        "  backup DIR [--timeout SEC]  snapshot every view of the running Fusion into DIR\n"
+        "                              (absent or empty; MANIFEST.json is written last);\n"
+        "                              waits up to SEC (default 600) for it\n"
+        "  restore DIR                 with Fusion stopped: check the backup in DIR, then\n"
+        "                              put its views in place in data/views; each view's\n"
+        "                              old directory is kept as <view>.before-restore-TIME\n"
+        "  purge [VIEW...]             delete the data directories of views no longer in\n"
+        "                              the config (and not open in the running Fusion);\n"
+        "                              without VIEW, list those that could go\n";
     fprintf(f,
             "Usage: %s <command> [options]\n"
             "\n"
@@ -39,11 +50,13 @@ static void usage(const struct fu_app *app, FILE *f)
             "                              (the agent: each pipe's role, phase, counters);\n"
             "                              --config prints the effective config, secrets hidden\n"
             "  validate [FILE]             check the config; non-zero exit on errors\n"
+            "%s"
             "  --version, --help\n"
             "\n"
             "Config: $FUSTOR_HOME/%s-config/*.yaml ($FUSTOR_HOME defaults to ~/.fustor).\n"
             "Environment: FUSTOR_HOME, FUSTOR_LOG_LEVEL%s.\n",
-            app->prog, k, k, app->kind == FU_CFG_FUSION ? ", FUSTOR_FUSION_PORT" : "");
+            app->prog, k, b ? backup : "", k,
+            app->kind == FU_CFG_FUSION ? ", FUSTOR_FUSION_PORT" : "");
 }
 
 static void print_diags(const struct fu_diags *d)
@@ -62,9 +75,10 @@ static char *pid_path(const struct fu_app *app, const char *home)
 
 /* ------------------------------------------------------------ start */
 
-static int cmd_start(const struct fu_app *app, const char *home, const char *file, bool daemon)
+static int cmd_start(const struct fu_app *app, const struct fu_app_backup *b, const char *home,
+                     const char *file, bool daemon)
 {
-    struct fu_service svc = {.app = app, .daemon = daemon, .report_fd = -1};
+    struct fu_service svc = {.app = app, .daemon = daemon, .report_fd = -1, .backup = b};
     svc.pidfile.fd = -1;
     struct fu_diags d;
     fu_diags_init(&d);
@@ -444,6 +458,236 @@ static int cmd_validate(const struct fu_app *app, const char *home, const char *
     return rc == 0 ? 0 : 1;
 }
 
+/* ------------------------------------------------------------ backup / restore */
+
+/* The result file's answer: prints the views backed up (0), or the error (1). */
+static int print_backup_result(const struct fu_app *app, const char *dir, const struct fu_buf *res)
+{
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(res), res->len);
+    bool ok = false;
+    size_t nviews = 0;
+    struct fu_buf error = FU_BUF_INIT;
+    bool obj = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN;
+    while (obj && fu_jr_next(&r) == FU_JSON_KEY) {
+        bool k_ok = key_is(&r, "ok"), k_err = key_is(&r, "error"), k_man = key_is(&r, "manifest");
+        enum fu_json_tok v = fu_jr_next(&r);
+        if (k_ok) {
+            ok = v == FU_JSON_TRUE;
+        } else if (k_err && v == FU_JSON_STRING) {
+            fu_buf_append(&error, r.str, r.str_len);
+        } else if (k_man && v == FU_JSON_OBJ_BEGIN) {
+            while (fu_jr_next(&r) == FU_JSON_KEY) {
+                bool k_views = key_is(&r, "views");
+                v = fu_jr_next(&r);
+                if (!k_views || v != FU_JSON_ARR_BEGIN) {
+                    fu_jr_skip(&r);
+                    continue;
+                }
+                while (fu_jr_next(&r) == FU_JSON_OBJ_BEGIN) {
+                    struct fu_buf id = FU_BUF_INIT, file = FU_BUF_INIT;
+                    long long pos = 0, entries = 0, bytes = 0;
+                    while (fu_jr_next(&r) == FU_JSON_KEY) {
+                        struct fu_buf *sv = key_is(&r, "view_id") ? &id
+                                            : key_is(&r, "file")  ? &file
+                                                                  : NULL;
+                        long long *iv = key_is(&r, "position")  ? &pos
+                                        : key_is(&r, "entries") ? &entries
+                                        : key_is(&r, "bytes")   ? &bytes
+                                                                : NULL;
+                        v = fu_jr_next(&r);
+                        if (sv && v == FU_JSON_STRING)
+                            fu_buf_append(sv, r.str, r.str_len);
+                        else if (iv && v == FU_JSON_INT)
+                            *iv = r.i64;
+                        else
+                            fu_jr_skip(&r);
+                    }
+                    printf("view %s: snapshot at journal position %lld, %lld entries, %lld bytes: "
+                           "%s/%s\n",
+                           fu_buf_str(&id), pos, entries, bytes, dir, fu_buf_str(&file));
+                    nviews++;
+                    fu_buf_free(&id);
+                    fu_buf_free(&file);
+                }
+            }
+        } else {
+            fu_jr_skip(&r);
+        }
+    }
+    fu_jr_free(&r);
+    int rc = 0;
+    if (ok) {
+        printf("backup complete: %zu view%s in %s (MANIFEST.json lists them)\n", nviews,
+               nviews == 1 ? "" : "s", dir);
+    } else {
+        fprintf(stderr, "%s: backup failed: %s\n", app->prog,
+                error.len ? fu_buf_str(&error) : "no reason given (see the log)");
+        rc = 1;
+    }
+    fu_buf_free(&error);
+    return rc;
+}
+
+/* Asks the running process for a backup: a request file in run/, SIGUSR2, then the result
+ * file it writes (service.c), waited for up to `timeout` seconds. */
+static int cmd_backup(const struct fu_app *app, const char *home, const char *dir, double timeout)
+{
+    char *pidp = pid_path(app, home);
+    pid_t pid;
+    enum fu_pid_state st = fu_pidfile_probe(pidp, &pid);
+    if (st != FU_PID_RUNNING) {
+        fprintf(stderr,
+                "%s is not running%s: `backup` takes a snapshot of every view of a running "
+                "Fusion. Start it first, or copy %s/data/views of the stopped Fusion: that "
+                "copy is an offline backup\n",
+                app->prog, st == FU_PID_STALE ? " (stale pidfile)" : "", home);
+        free(pidp);
+        return 1;
+    }
+    struct fu_buf status = FU_BUF_INIT;
+    bool ok;
+    long long seq = read_status(app, home, &status, &ok);
+    fu_buf_free(&status);
+    if (seq < 0 || pid <= 0) {
+        fprintf(stderr, "%s (pid %ld) is still starting; try again in a moment\n", app->prog,
+                (long)pid);
+        free(pidp);
+        return 1;
+    }
+    char *req = fu_service_backup_file(home, app->kind, (long)getpid(), "request");
+    char *res = fu_service_backup_file(home, app->kind, (long)getpid(), "result");
+    struct fu_buf body = FU_BUF_INIT, result = FU_BUF_INIT;
+    struct fu_jw w;
+    fu_jw_init(&w, &body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "dir");
+    fu_jw_cstr(&w, dir);
+    fu_jw_obj_end(&w);
+    int rc = 1;
+    if (!req || !res || body.oom) {
+        fprintf(stderr, "%s: out of memory\n", app->prog);
+        goto out;
+    }
+    unlink(res);
+    int wrc = fu_write_file_atomic(req, body.data, body.len, 0600);
+    if (wrc < 0) {
+        fprintf(stderr, "%s: cannot write the request %s: %s\n", app->prog, req, strerror(-wrc));
+        goto out;
+    }
+    if (kill(pid, SIGUSR2) < 0) {
+        fprintf(stderr, "%s: cannot signal pid %ld: %s\n", app->prog, (long)pid, strerror(errno));
+        unlink(req);
+        goto out;
+    }
+    printf("backup of %s (pid %ld) into %s requested\n", app->prog, (long)pid, dir);
+    fflush(stdout);
+    bool answered = false, gone = false;
+    for (double t = 0; !answered && !gone && t < timeout; t += 0.05) {
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        answered = fu_read_file(res, 1 << 24, &result) == 0;
+        if (!answered) {
+            fu_buf_reset(&result);
+            gone = fu_pidfile_probe(pidp, &(pid_t){0}) != FU_PID_RUNNING;
+        }
+    }
+    if (answered) {
+        unlink(res);
+        rc = print_backup_result(app, dir, &result);
+    } else if (gone) {
+        unlink(req);
+        fprintf(stderr,
+                "%s: pid %ld stopped before it answered; %s is incomplete (no "
+                "MANIFEST.json)\n",
+                app->prog, (long)pid, dir);
+    } else {
+        unlink(req);
+        fprintf(stderr,
+                "%s: no answer within %.0f s; the backup may still be under way (see the "
+                "log): %s is complete once it holds MANIFEST.json\n",
+                app->prog, timeout, dir);
+    }
+out:
+    fu_buf_free(&body);
+    fu_buf_free(&result);
+    free(req);
+    free(res);
+    free(pidp);
+    return rc;
+}
+
+/* Restores a backup while the process is stopped. The pidfile lock is held throughout, so
+ * the process cannot start in the middle. */
+static int cmd_restore(const struct fu_app *app, const struct fu_app_backup *b, const char *home,
+                       const char *dir)
+{
+    char *pidp = pid_path(app, home);
+    fu_mkdirs(home, 0755);
+    struct fu_pidfile pf;
+    pid_t holder = 0;
+    int rc = pidp ? fu_pidfile_acquire(&pf, pidp, &holder) : -ENOMEM;
+    if (rc == -EEXIST) {
+        fprintf(stderr,
+                "%s is running (pid %ld): stop it first ('%s stop'); restore replaces the "
+                "views' data and works only while Fusion is stopped. Nothing was changed\n",
+                app->prog, (long)holder, app->prog);
+    } else if (rc < 0) {
+        fprintf(stderr, "%s: cannot lock the pidfile %s: %s\n", app->prog, pidp ? pidp : home,
+                strerror(-rc));
+    }
+    free(pidp);
+    if (rc < 0)
+        return 1;
+    struct fu_strv done = {0};
+    char err[2048] = "";
+    rc = b->restore(home, dir, &done, err, sizeof(err));
+    fu_pidfile_release(&pf);
+    for (size_t i = 0; i < done.n; i++)
+        printf("%s\n", done.v[i]);
+    if (rc < 0)
+        fprintf(stderr, "%s: restore failed: %s%s\n", app->prog, err[0] ? err : strerror(-rc),
+                done.n ? "" : "; nothing was changed");
+    fu_strv_free(&done);
+    return rc < 0 ? 1 : 0;
+}
+
+/* Deletes data directories of views the config no longer has (running or not: a view the
+ * running Fusion still has open is refused by its lock). */
+static int cmd_purge(const struct fu_app *app, const struct fu_app_backup *b, const char *home,
+                     const struct fu_strv *names)
+{
+    struct fu_config cfg;
+    struct fu_diags d;
+    fu_diags_init(&d);
+    int rc = fu_config_load(&cfg, app->kind, home, NULL, &d);
+    if (rc < 0) {
+        print_diags(&d);
+        fprintf(stderr,
+                "%s: purge needs a valid config to know which views are still in use; nothing "
+                "was deleted\n",
+                app->prog);
+        fu_config_free(&cfg);
+        fu_diags_free(&d);
+        return 1;
+    }
+    struct fu_strv configured = {0}, done = {0};
+    for (size_t i = 0; i < cfg.fusion.views.n; i++)
+        fu_strv_push(&configured, FU_CFG_AT(&cfg.fusion.views, struct fu_cfg_view, i)->it.id);
+    char err[1024] = "";
+    rc = b->purge(home, &configured, names, &done, err, sizeof(err));
+    for (size_t i = 0; i < done.n; i++)
+        printf("%s\n", done.v[i]);
+    if (rc < 0)
+        fprintf(stderr, "%s: purge: %s\n", app->prog, err[0] ? err : strerror(-rc));
+    else if (!names->n && !done.n)
+        printf("every view data directory is in use by the config; nothing to purge\n");
+    fu_strv_free(&configured);
+    fu_strv_free(&done);
+    fu_config_free(&cfg);
+    fu_diags_free(&d);
+    return rc < 0 ? 1 : 0;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 /* Makes `path` (owned, may be NULL) absolute against the working directory. */
@@ -460,13 +704,19 @@ static char *absolute(char *path)
 
 int fu_cli_main(const struct fu_app *app, int argc, char **argv)
 {
+    return fu_cli_main_with_backup(app, NULL, argc, argv);
+}
+
+int fu_cli_main_with_backup(const struct fu_app *app, const struct fu_app_backup *b, int argc,
+                            char **argv)
+{
     if (argc < 2) {
-        usage(app, stderr);
+        usage(app, b, stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        usage(app, stdout);
+        usage(app, b, stdout);
         return 0;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
@@ -475,8 +725,10 @@ int fu_cli_main(const struct fu_app *app, int argc, char **argv)
         return 0;
     }
     const char *file = NULL;
+    struct fu_strv names = {0}; /* purge's */
+    bool purge = b && b->purge && !strcmp(cmd, "purge");
     bool daemon = false, json = false, config = false;
-    double timeout = 10;
+    double timeout = 0; /* 0: the command's default */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-D") || !strcmp(a, "--daemon")) {
@@ -491,54 +743,77 @@ int fu_cli_main(const struct fu_app *app, int argc, char **argv)
             if (*end || !(timeout > 0) || !isfinite(timeout)) {
                 fprintf(stderr, "%s: --timeout expects seconds > 0, got '%s'\n", app->prog,
                         argv[i]);
+                fu_strv_free(&names);
                 return EXIT_USAGE;
             }
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(app, stdout);
+            usage(app, b, stdout);
+            fu_strv_free(&names);
             return 0;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "%s: unknown option '%s'\n", app->prog, a);
-            usage(app, stderr);
+            usage(app, b, stderr);
+            fu_strv_free(&names);
             return EXIT_USAGE;
+        } else if (purge) {
+            fu_strv_push(&names, a);
         } else if (!file) {
             file = a;
         } else {
             fprintf(stderr, "%s: unexpected argument '%s'\n", app->prog, a);
+            fu_strv_free(&names);
             return EXIT_USAGE;
         }
     }
+    bool takes_dir = b && (!strcmp(cmd, "backup") || !strcmp(cmd, "restore"));
     bool takes_file = !strcmp(cmd, "start") || !strcmp(cmd, "validate");
-    if (file && !takes_file) {
+    bool known = takes_file || takes_dir || purge || !strcmp(cmd, "stop") ||
+                 !strcmp(cmd, "reload") || !strcmp(cmd, "status");
+    if (file && known && !takes_file && !takes_dir) {
         fprintf(stderr, "%s: '%s' takes no file argument\n", app->prog, cmd);
+        fu_strv_free(&names);
+        return EXIT_USAGE;
+    }
+    if (takes_dir && (!file || !*file)) {
+        fprintf(stderr, "%s: '%s' needs a directory: %s %s DIR\n", app->prog, cmd, app->prog, cmd);
+        fu_strv_free(&names);
         return EXIT_USAGE;
     }
     /* The daemon changes to "/", so every path it keeps must be absolute. */
     char *home = absolute(fu_config_home());
-    char *file_abs = file && strchr(file, '/') ? absolute(strdup(file)) : NULL;
+    char *file_abs = file && (takes_dir || strchr(file, '/')) ? absolute(strdup(file)) : NULL;
     if (file_abs)
         file = file_abs;
     if (!home) {
         fprintf(stderr, "%s: out of memory\n", app->prog);
         free(file_abs);
+        fu_strv_free(&names);
         return 1;
     }
     int rc;
     if (!strcmp(cmd, "start"))
-        rc = cmd_start(app, home, file, daemon);
+        rc = cmd_start(app, b, home, file, daemon);
     else if (!strcmp(cmd, "stop"))
-        rc = cmd_stop(app, home, timeout);
+        rc = cmd_stop(app, home, timeout > 0 ? timeout : 10);
     else if (!strcmp(cmd, "reload"))
         rc = cmd_reload(app, home);
     else if (!strcmp(cmd, "status"))
         rc = cmd_status(app, home, json, config);
     else if (!strcmp(cmd, "validate"))
         rc = cmd_validate(app, home, file);
+    else if (takes_dir && !strcmp(cmd, "backup"))
+        rc = cmd_backup(app, home, file, timeout > 0 ? timeout : 600);
+    else if (takes_dir && !strcmp(cmd, "restore"))
+        rc = cmd_restore(app, b, home, file);
+    else if (purge)
+        rc = cmd_purge(app, b, home, &names);
     else {
         fprintf(stderr, "%s: unknown command '%s'\n", app->prog, cmd);
-        usage(app, stderr);
+        usage(app, b, stderr);
         rc = EXIT_USAGE;
     }
     free(home);
     free(file_abs);
+    fu_strv_free(&names);
     return rc;
 }

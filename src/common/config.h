@@ -174,6 +174,7 @@ struct fu_cfg_apipe {
     double backoff_multiplier;
     double max_backoff_seconds;
     int64_t batch_size;
+    double spool_max_mb; /* the on-disk spool of realtime events; 0: memory only */
     bool disabled;
     struct fu_cfg_vec fields_mapping; /* struct fu_cfg_field_map */
 };

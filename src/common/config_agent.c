@@ -127,6 +127,7 @@ static const struct fu_field apipe_fields[] = {
     {"max_backoff_seconds", FT_FLOAT, AP(max_backoff_seconds), 0, RANGE(0, 86400), NULL, NULL,
      NULL},
     {"batch_size", FT_INT, AP(batch_size), 0, RANGE(1, 1000000), NULL, NULL, NULL},
+    {"spool_max_mb", FT_FLOAT, AP(spool_max_mb), 0, RANGE(0, 1e6), NULL, NULL, NULL},
     {"disabled", FT_BOOL, AP(disabled), 0, NORANGE, NULL, NULL, NULL},
     {"fields_mapping", FT_LIST, AP(fields_mapping), 0, NORANGE, NULL, &field_map_schema, NULL},
 };
@@ -141,6 +142,7 @@ static void apipe_defaults(void *p)
     a->backoff_multiplier = 2;
     a->max_backoff_seconds = 60;
     a->batch_size = 100;
+    a->spool_max_mb = 1024;
 }
 static const struct fu_schema apipe_schema = {"pipe", apipe_fields, FU_COUNT(apipe_fields),
                                               sizeof(struct fu_cfg_apipe), apipe_defaults};

@@ -123,7 +123,7 @@ void fu_pidfile_forget(struct fu_pidfile *pf)
 
 /* One flag per signal, lock-free atomics: a handler may run on any thread of the process
  * (the runtime's threads do not block signals), and the main loop reads them on its own. */
-static atomic_int got_hup, got_usr1, got_term;
+static atomic_int got_hup, got_usr1, got_usr2, got_term;
 static int self_pipe[2] = {-1, -1};
 
 static void wake_loop(void)
@@ -142,6 +142,8 @@ static void on_signal(int sig)
         atomic_store(&got_hup, 1);
     else if (sig == SIGUSR1)
         atomic_store(&got_usr1, 1);
+    else if (sig == SIGUSR2)
+        atomic_store(&got_usr2, 1);
     else
         atomic_store(&got_term, 1);
     wake_loop();
@@ -154,6 +156,8 @@ void fu_signals_raise(unsigned flags)
         atomic_store(&got_hup, 1);
     if (flags & FU_SIG_USR1)
         atomic_store(&got_usr1, 1);
+    if (flags & FU_SIG_USR2)
+        atomic_store(&got_usr2, 1);
     if (flags & FU_SIG_TERM)
         atomic_store(&got_term, 1);
     wake_loop();
@@ -168,7 +172,7 @@ int fu_signals_install(void)
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+    int sigs[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigaction(sigs[i], &sa, NULL) < 0)
             return -errno;
@@ -192,6 +196,8 @@ unsigned fu_signals_take(void)
         got |= FU_SIG_HUP;
     if (atomic_exchange(&got_usr1, 0))
         got |= FU_SIG_USR1;
+    if (atomic_exchange(&got_usr2, 0))
+        got |= FU_SIG_USR2;
     if (atomic_exchange(&got_term, 0))
         got |= FU_SIG_TERM;
     return got;

@@ -31,9 +31,10 @@ enum {
     FU_SIG_HUP = 1 << 0,
     FU_SIG_USR1 = 1 << 1,
     FU_SIG_TERM = 1 << 2,
+    FU_SIG_USR2 = 1 << 3, /* a `backup` request waits in run/ (service.c) */
 };
-/* Installs handlers for SIGHUP, SIGUSR1, SIGTERM and SIGINT that only record the signal and
- * wake the self-pipe; SIGPIPE is ignored. */
+/* Installs handlers for SIGHUP, SIGUSR1, SIGUSR2, SIGTERM and SIGINT that only record the
+ * signal and wake the self-pipe; SIGPIPE is ignored. */
 int fu_signals_install(void);
 int fu_signals_fd(void); /* readable when a signal arrived */
 /* The signals received since the last call (FU_SIG_* bits); drains the self-pipe. */

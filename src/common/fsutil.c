@@ -1,6 +1,7 @@
 /* Filesystem helpers; see fsutil.h. */
 #include "common/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -89,6 +90,90 @@ int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
         unlink(tmp);
     free(tmp);
     return rc;
+}
+
+int fu_copy_file_atomic(const char *src, const char *dst, mode_t mode, uint64_t *bytes)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (in < 0)
+        return -errno;
+    struct stat st;
+    int e = fstat(in, &st) < 0     ? -errno
+            : S_ISDIR(st.st_mode)  ? -EISDIR
+            : !S_ISREG(st.st_mode) ? -EINVAL
+                                   : 0;
+    if (e) {
+        close(in);
+        return e;
+    }
+    fcntl(in, F_SETFL, 0);
+    size_t dl = strlen(dst);
+    char *tmp = malloc(dl + 32);
+    char *buf = malloc(1 << 20);
+    int out = -1, rc = 0;
+    if (!tmp || !buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    snprintf(tmp, dl + 32, "%s.tmp.%ld", dst, (long)getpid());
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (out < 0) {
+        rc = -errno;
+        goto out;
+    }
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, 1 << 20);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t off = 0; off < n && !rc;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                rc = w < 0 ? -errno : -EIO;
+            else
+                off += w;
+        }
+        if (rc)
+            break;
+        total += (uint64_t)n;
+    }
+    if (!rc && fsync(out) < 0)
+        rc = -errno;
+    if (close(out) < 0 && !rc)
+        rc = -errno;
+    if (!rc && rename(tmp, dst) < 0)
+        rc = -errno;
+    if (rc)
+        unlink(tmp);
+    else if (bytes)
+        *bytes = total;
+out:
+    close(in);
+    free(buf);
+    free(tmp);
+    return rc;
+}
+
+int fu_dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = 0;
+    closedir(d);
+    return empty;
 }
 
 int fu_fsync_dir(const char *dir)

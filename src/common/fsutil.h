@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Reads the whole regular file into `out`. -EFBIG if larger than `max`, -EISDIR for a
@@ -14,6 +15,14 @@
 int fu_read_file(const char *path, size_t max, struct fu_buf *out);
 /* Writes via a temp file in the same directory, fsync, rename: readers see old or new. */
 int fu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* Copies the regular file `src` to `dst` as fu_write_file_atomic writes (temp file, fsync,
+ * rename), streaming, so `dst` may be on another filesystem and the file larger than memory.
+ * *bytes (may be NULL) gets the size copied. The caller fsyncs dst's directory. 0 or -errno;
+ * on failure no temp file is left. */
+int fu_copy_file_atomic(const char *src, const char *dst, mode_t mode, uint64_t *bytes);
+/* 1 when `dir` is a directory holding nothing but "." and "..", 0 when it holds more, or
+ * -errno (-ENOTDIR when it is not a directory). */
+int fu_dir_is_empty(const char *dir);
 /* fsync of a directory: makes the creations, renames and removals in it durable. 0 or -errno. */
 int fu_fsync_dir(const char *dir);
 /* mkdir -p with `mode` for the directories it creates. */

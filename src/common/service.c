@@ -6,8 +6,10 @@
 #include "common/log.h"
 #include "version.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,13 @@ char *fu_service_path(const char *home, const char *sub, enum fu_cfg_kind kind, 
         fu_buf_printf(&b, "/%s", sub);
     fu_buf_printf(&b, "/%s%s", fu_cfg_kind_name(kind), suffix);
     return fu_buf_detach(&b);
+}
+
+char *fu_service_backup_file(const char *home, enum fu_cfg_kind kind, long pid, const char *what)
+{
+    char suffix[64];
+    snprintf(suffix, sizeof(suffix), ".backup.%ld.%s", pid, what);
+    return fu_service_path(home, "run", kind, suffix);
 }
 
 char *fu_service_log_path(const struct fu_config *cfg, bool daemon)
@@ -210,7 +219,7 @@ int fu_service_reload(struct fu_service *svc)
             fu_jw_ckey(&w, "runtime_ok");
             fu_jw_bool(&w, r == 0);
             if (r < 0)
-                fu_error("reload: some pipes could not start: %s", strerror(-r));
+                fu_error("reload: some changes could not be applied: %s", strerror(-r));
         } else if (svc->rt && (diff.added.n || diff.removed.n || diff.changed.n)) {
             fu_warn("reload: pipe changes take effect at the next restart (hot reload of "
                     "running pipes is not implemented yet)");
@@ -225,6 +234,137 @@ int fu_service_reload(struct fu_service *svc)
     write_status(svc);
     fu_diags_free(&d);
     return rc;
+}
+
+/* ------------------------------------------------------------ backup requests */
+
+/* The directory a request file names ({"dir": "/abs/path"}), or NULL with the reason in err. */
+static char *request_dir(const char *path, char *err, size_t errlen)
+{
+    struct fu_buf text = FU_BUF_INIT;
+    int rc = fu_read_file(path, 64 * 1024, &text);
+    char *dir = NULL;
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read the request %s: %s", path, strerror(-rc));
+        fu_buf_free(&text);
+        return NULL;
+    }
+    struct fu_jr r;
+    fu_jr_init(&r, fu_buf_str(&text), text.len);
+    bool ok = fu_jr_next(&r) == FU_JSON_OBJ_BEGIN;
+    enum fu_json_tok t;
+    while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
+        bool is_dir = r.str_len == 3 && !memcmp(r.str, "dir", 3);
+        t = fu_jr_next(&r);
+        if (is_dir && t == FU_JSON_STRING && r.str_len && !memchr(r.str, '\0', r.str_len)) {
+            free(dir);
+            dir = strndup(r.str, r.str_len);
+        } else if (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN) {
+            fu_jr_skip(&r);
+        } else if (t < FU_JSON_OBJ_BEGIN) {
+            ok = false;
+        }
+    }
+    fu_jr_free(&r);
+    fu_buf_free(&text);
+    if (!dir || dir[0] != '/') {
+        snprintf(err, errlen, "the request %s names no absolute directory", path);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+/* Answers one request: runs the app's backup and writes the result file. */
+static void serve_backup(struct fu_service *svc, long pid)
+{
+    char *req = fu_service_backup_file(svc->cfg.home, svc->app->kind, pid, "request");
+    char *res = fu_service_backup_file(svc->cfg.home, svc->app->kind, pid, "result");
+    if (!req || !res) {
+        free(req);
+        free(res);
+        return;
+    }
+    char err[1024] = "";
+    char *dir = request_dir(req, err, sizeof(err));
+    struct fu_buf manifest = FU_BUF_INIT;
+    int rc = dir ? 0 : -EINVAL;
+    if (!rc && (!svc->backup || !svc->rt)) {
+        snprintf(err, sizeof(err), "%s takes no backups", svc->app->prog);
+        rc = -ENOTSUP;
+    }
+    if (!rc) {
+        fu_info("backup into %s requested (by pid %ld)", dir, pid);
+        rc = svc->backup->backup(svc->rt, dir, &manifest, err, sizeof(err));
+        if (rc < 0)
+            fu_error("backup into %s failed: %s", dir, err);
+        else
+            fu_info("backup into %s complete", dir);
+    }
+    struct fu_buf out = FU_BUF_INIT;
+    struct fu_jw w;
+    fu_jw_init(&w, &out);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "ok");
+    fu_jw_bool(&w, rc == 0);
+    if (rc == 0) {
+        fu_jw_ckey(&w, "manifest");
+        fu_jw_raw(&w, fu_buf_str(&manifest), manifest.len);
+    } else {
+        fu_jw_ckey(&w, "error");
+        fu_jw_cstr(&w, err[0] ? err : strerror(-rc));
+    }
+    fu_jw_obj_end(&w);
+    fu_buf_putc(&out, '\n');
+    int wrc = out.oom ? -ENOMEM : fu_write_file_atomic(res, out.data, out.len, 0644);
+    if (wrc < 0)
+        fu_error("cannot write the backup result %s: %s", res, strerror(-wrc));
+    unlink(req);
+    fu_buf_free(&out);
+    fu_buf_free(&manifest);
+    free(dir);
+    free(req);
+    free(res);
+}
+
+/* The requests waiting in run/ (SIGUSR2 says there is one; a scan finds them all, however the
+ * signals coalesced). A request whose writer is gone is dropped, not run: nobody waits for it. */
+static void serve_backups(struct fu_service *svc)
+{
+    char *rundir = fu_path_join(svc->cfg.home, "run");
+    DIR *d = rundir ? opendir(rundir) : NULL;
+    if (!d) {
+        fu_error("backup: cannot list %s: %s", rundir ? rundir : "run/", strerror(errno));
+        free(rundir);
+        return;
+    }
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "%s.backup.", fu_cfg_kind_name(svc->app->kind));
+    long pids[16];
+    size_t n = 0;
+    struct dirent *e;
+    while (n < sizeof(pids) / sizeof(pids[0]) && (e = readdir(d))) {
+        size_t pl = strlen(prefix);
+        char *end;
+        if (strncmp(e->d_name, prefix, pl))
+            continue;
+        long pid = strtol(e->d_name + pl, &end, 10);
+        if (pid > 0 && end != e->d_name + pl && !strcmp(end, ".request"))
+            pids[n++] = pid;
+    }
+    closedir(d);
+    free(rundir);
+    for (size_t i = 0; i < n; i++) {
+        if (kill((pid_t)pids[i], 0) < 0 && errno == ESRCH) {
+            char *req = fu_service_backup_file(svc->cfg.home, svc->app->kind, pids[i], "request");
+            fu_warn("backup: dropping the request of pid %ld, which is gone", pids[i]);
+            if (req)
+                unlink(req);
+            free(req);
+            continue;
+        }
+        serve_backup(svc, pids[i]);
+    }
 }
 
 static void service_free(struct fu_service *svc)
@@ -320,6 +460,8 @@ int fu_service_run(struct fu_service *svc)
         }
         if (sig & FU_SIG_HUP)
             fu_service_reload(svc);
+        if (sig & FU_SIG_USR2)
+            serve_backups(svc);
     }
     if (svc->app->stop && svc->rt)
         svc->app->stop(svc->rt);

@@ -26,3 +26,11 @@ int fu_strv_push(struct fu_strv *v, const char *s)
     v->v[v->n++] = d;
     return 0;
 }
+
+bool fu_strv_has(const struct fu_strv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->v[i], s))
+            return true;
+    return false;
+}

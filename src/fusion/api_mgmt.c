@@ -1,6 +1,7 @@
 /* The management API under /api/v1/management/ (v1's management plane, §6.3): the agents
- * connected now, the config each reported, and commands for them. Commands travel the
- * reverse channel v1 uses: queued on a session, delivered once in its next heartbeat reply.
+ * connected now, the config each reported, and commands for them; and snapshots of the views
+ * on demand. Commands travel the reverse channel v1 uses: queued on a session, delivered once
+ * in its next heartbeat reply.
  * Every route needs `X-Management-Key` equal to `management_api_key`; without that key in
  * the config the API is off (403), never open. */
 #include "fusion/fusion.h"
@@ -8,6 +9,7 @@
 #include "common/fsutil.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "fusion/snapshot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,11 +294,78 @@ static void command(struct fu_fusion *f, const char *agent, struct fu_http_req *
     command_free(&c);
 }
 
+/* POST snapshot[?view=ID]: a snapshot of every view with storage (or of that one) now, as
+ * the snapshotter takes them; the request holds the shape lock, so the views stay. */
+static void snapshot(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_resp *resp)
+{
+    const char *only = fu_http_query(req, "view");
+    struct fu_view *one = only ? fu_fusion_view(f, only) : NULL;
+    if (only && !one) {
+        fu_http_error(resp, 404, "no view '%s'", only);
+        return;
+    }
+    size_t with = 0;
+    for (size_t i = 0; i < f->nviews; i++)
+        with += (!one || f->views[i] == one) && f->views[i]->journal;
+    if (!with) {
+        if (one)
+            fu_http_error(resp, 409,
+                          "view %s has no storage (journal.enabled is false in the Fusion "
+                          "config): there is nothing to snapshot",
+                          one->id);
+        else
+            fu_http_error(resp, 409,
+                          "no view has storage (journal.enabled is false in the Fusion config, "
+                          "or no view is enabled): there is nothing to snapshot");
+        return;
+    }
+    struct fu_jw w;
+    fu_jw_init(&w, &resp->body);
+    fu_jw_obj_begin(&w);
+    fu_jw_ckey(&w, "views");
+    fu_jw_arr_begin(&w);
+    for (size_t i = 0; i < f->nviews; i++) {
+        struct fu_view *v = f->views[i];
+        if ((one && v != one) || !v->journal)
+            continue;
+        struct fu_snapshot_info info;
+        double t0 = fu_mono_now();
+        int rc = fu_view_snapshot(v, &info);
+        if (rc < 0) {
+            fu_http_error(resp, 503,
+                          "view %s: the snapshot failed: %s; the views listed before it in the "
+                          "config were snapshotted",
+                          v->id, strerror(-rc));
+            return;
+        }
+        fu_jw_obj_begin(&w);
+        fu_jw_ckey(&w, "view_id");
+        fu_jw_cstr(&w, v->id);
+        fu_jw_ckey(&w, "position");
+        fu_jw_uint(&w, info.position);
+        fu_jw_ckey(&w, "bytes");
+        fu_jw_uint(&w, info.file_bytes);
+        fu_jw_ckey(&w, "seconds");
+        fu_jw_double(&w, fu_mono_now() - t0);
+        fu_jw_obj_end(&w);
+    }
+    fu_jw_arr_end(&w);
+    fu_jw_obj_end(&w);
+    fu_info("management: snapshot of %zu view%s taken", with, with == 1 ? "" : "s");
+}
+
 void fu_api_mgmt(struct fu_fusion *f, struct fu_http_req *req, struct fu_http_resp *resp)
 {
     if (!authorized(f, req, resp))
         return;
     const char *rest = req->path + strlen(PREFIX);
+    if (!strcmp(rest, "snapshot")) {
+        if (strcmp(req->method, "POST"))
+            fu_http_error(resp, 405, "use POST");
+        else
+            snapshot(f, req, resp);
+        return;
+    }
     if (!strcmp(rest, "agents")) {
         if (strcmp(req->method, "GET"))
             fu_http_error(resp, 405, "use GET");

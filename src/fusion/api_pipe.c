@@ -7,6 +7,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "fusion/seqwin.h"
 
 #include <errno.h>
 #include <math.h>
@@ -615,12 +616,21 @@ static bool durable(const struct fu_pipe_rt *p, const uint64_t *jpos, struct fu_
     return true;
 }
 
+#define SEQ_BUSY (sizeof(((struct fu_session *)0)->seq_busy) / sizeof(uint64_t))
+_Static_assert(sizeof(((struct fu_session *)0)->seq_seen) == FU_SEQWIN_WORDS * sizeof(uint64_t),
+               "struct fu_session holds the seq window");
+
+/* A batch with a `seq` is applied once per session: a copy of one already applied (its
+ * answer was lost) is answered 200 with "duplicate": true and not applied again. The seq is
+ * recorded only once its batch is applied and durable: a batch refused (409, 503, 507) is
+ * applied when sent again. */
 static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char *sid,
                    struct fu_http_req *req, struct fu_http_resp *resp)
 {
     struct batch b = {0};
     char *source_type = NULL, *config_yaml = NULL, *config_file = NULL, *job_id = NULL;
     bool is_end = false, ok = true;
+    uint64_t seq = 0; /* the batch's number in its session; 0: none (a v1 agent) */
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
     enum fu_json_tok t = fu_jr_next(&r);
@@ -634,8 +644,19 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
         bool k_st = tok_is(&r, "source_type"), k_end = tok_is(&r, "is_end");
         bool k_ev = tok_is(&r, "events"), k_md = tok_is(&r, "metadata");
+        bool k_seq = tok_is(&r, "seq");
         t = fu_jr_next(&r);
-        if (k_st && t == FU_JSON_STRING) {
+        if (k_seq) {
+            if (t == FU_JSON_INT && r.i64 >= 1) {
+                seq = (uint64_t)r.i64;
+            } else {
+                skip_value(&r, t);
+                fu_http_error(resp, 400,
+                              "seq must be a positive integer (the batch's number in its "
+                              "session)");
+                ok = false;
+            }
+        } else if (k_st && t == FU_JSON_STRING) {
             free(source_type);
             source_type = tok_dup(&r);
         } else if (k_end) {
@@ -686,7 +707,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     struct fu_pipe_rt *p = k->pipe;
     char agent[256] = "", uri[1024] = "";
     uint64_t epoch = 0;
-    bool leads = false;
+    bool leads = false, duplicate = false, reserved = false;
     if (ok) {
         pthread_mutex_lock(&f->mu);
         struct fu_session *s = fu_session_find_locked(f, sid);
@@ -702,13 +723,33 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             epoch = p->epoch;
             bool scan_batch =
                 source_type && (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
-            if (!leads && (b.has_scan_rows || (scan_batch && is_end))) {
+            int busy = 0;
+            if (seq && fu_seqwin_applied(s->seq_done, s->seq_seen, seq)) {
+                duplicate = true; /* its answer was lost: applied once, answered again */
+            } else if (!leads && (b.has_scan_rows || (scan_batch && is_end))) {
                 fu_http_error(resp, 409,
                               "session %s is not the leader of pipe %s (epoch %llu): snapshot "
                               "and audit batches come from the leader only",
                               sid, p->id, (unsigned long long)epoch);
                 ok = false;
+            } else if (seq && (busy = fu_seqwin_busy_add(s->seq_busy, SEQ_BUSY, seq)) < 0) {
+                /* Its first copy is being applied (the agent gave up waiting for the
+                 * answer): this one waits, and then gets "duplicate" or, if the first
+                 * failed, is applied. */
+                if (busy == -EBUSY)
+                    fu_http_error(resp, 429,
+                                  "batch seq %llu of session %s is being applied; send it "
+                                  "again in a moment",
+                                  (unsigned long long)seq, sid);
+                else
+                    fu_http_error(resp, 429,
+                                  "too many batches of session %s in flight; send batch seq "
+                                  "%llu again in a moment",
+                                  sid, (unsigned long long)seq);
+                resp->retry_after = 1;
+                ok = false;
             } else {
+                reserved = seq != 0;
                 snprintf(agent, sizeof(agent), "%s", s->agent_id);
                 snprintf(uri, sizeof(uri), "%s", s->source_uri ? s->source_uri : "");
                 p->events_received += b.n;
@@ -733,7 +774,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         }
         pthread_mutex_unlock(&f->mu);
     }
-    if (ok) {
+    if (ok && !duplicate) {
         /* The agent's view of the storage clock seeds the logical clock; a value a year
          * away from ours is not a clock (some clients number their events instead). */
         double storage_now =
@@ -764,6 +805,16 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             }
         }
         ok = ok && durable(p, jpos, resp);
+        if (reserved) { /* applied and durable: a copy is a duplicate; refused: it is not */
+            pthread_mutex_lock(&f->mu);
+            struct fu_session *s = fu_session_find_locked(f, sid);
+            if (s) {
+                fu_seqwin_busy_del(s->seq_busy, SEQ_BUSY, seq);
+                if (ok)
+                    fu_seqwin_mark(&s->seq_done, s->seq_seen, seq);
+            }
+            pthread_mutex_unlock(&f->mu);
+        }
         /* A leader's whole walk, a snapshot or an audit (a restored view's first sync),
          * completes the pipe's sync. */
         bool walk_end = is_end && source_type &&
@@ -792,13 +843,17 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
             fu_jw_cstr(&w, "job_complete");
         }
         fu_jw_ckey(&w, "count");
-        fu_jw_uint(&w, b.n);
+        fu_jw_uint(&w, duplicate ? 0 : b.n);
         fu_jw_ckey(&w, "skipped");
-        fu_jw_uint(&w, b.skipped);
+        fu_jw_uint(&w, duplicate ? 0 : b.skipped);
         fu_jw_ckey(&w, "role");
         fu_jw_cstr(&w, leads ? "leader" : "follower");
         fu_jw_ckey(&w, "epoch");
         fu_jw_uint(&w, epoch);
+        if (duplicate) {
+            fu_jw_ckey(&w, "duplicate");
+            fu_jw_bool(&w, true);
+        }
         fu_jw_obj_end(&w);
     }
     free(b.rows);

@@ -27,10 +27,10 @@ static int authorize(struct fu_fusion *f, const struct fu_view *v, const char *k
     }
     bool known = false, allowed = false;
     for (size_t i = 0; i < f->nviews; i++)
-        for (size_t k = 0; k < f->views[i].read_keys.n; k++)
-            if (fu_key_equal(key, f->views[i].read_keys.v[k])) {
+        for (size_t k = 0; k < f->views[i]->read_keys.n; k++)
+            if (fu_key_equal(key, f->views[i]->read_keys.v[k])) {
                 known = true;
-                allowed |= &f->views[i] == v;
+                allowed |= f->views[i] == v;
             }
     for (size_t i = 0; i < f->nkeys; i++)
         if (fu_key_equal(key, f->keys[i].key)) {
@@ -60,7 +60,7 @@ static bool ready(struct fu_fusion *f, struct fu_view *v, bool *resyncing,
     *resyncing = false;
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < f->npipes; i++) {
-        struct fu_pipe_rt *p = &f->pipes[i];
+        struct fu_pipe_rt *p = f->pipes[i];
         if (!fu_pipe_feeds(p, v))
             continue;
         if (p->leader[0]) {

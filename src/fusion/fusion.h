@@ -1,8 +1,11 @@
 /* The Fusion runtime: views, pipes, sessions and the HTTP listeners built from a config.
  *
- * Locking: `mu` guards the session table and every pipe's leadership (leader, epoch,
- * snapshot state); each view's own rwlock guards its tree. Never take `mu` while holding a
- * view lock; batches are parsed with no lock held. */
+ * Locking: `shape` guards what a reload changes (the views, pipes, keys and listeners
+ * arrays and their settings): every request holds it for reading from start to end (taken
+ * once, in route()), and so do the sweeper and snapshotter per round; a reload holds it
+ * for writing. `mu` guards the session table and every pipe's leadership (leader, epoch,
+ * snapshot state); each view's own rwlock guards its tree. Lock order: shape, mu, a view's
+ * lock; never take `mu` while holding a view lock; batches are parsed with no lock held. */
 #ifndef FU_FUSION_H
 #define FU_FUSION_H
 
@@ -47,6 +50,9 @@ struct fu_session {
     struct fu_strv commands;    /* JSON objects queued for the next heartbeat */
     char *reported_config;      /* from a config_report batch: the YAML text */
     char *reported_config_file; /* ... and its file name */
+    /* Ingest batch numbers applied in this session (api_pipe.c, fusion/seqwin.h): every
+     * seq up to seq_done, those marked in seq_seen above it; seq_busy: being applied. */
+    uint64_t seq_done, seq_seen[64], seq_busy[8];
 };
 
 struct fu_listener {
@@ -77,14 +83,22 @@ struct fu_job {
 };
 
 struct fu_fusion {
-    struct fu_view *views;
+    pthread_rwlock_t shape;
+    struct fu_view **views;
     size_t nviews;
-    struct fu_pipe_rt *pipes;
+    struct fu_pipe_rt **pipes;
     size_t npipes;
-    struct fu_listener *listeners;
+    struct fu_listener **listeners;
     size_t nlisteners;
     struct fu_push_key *keys;
     size_t nkeys;
+    char *home; /* FUSTOR_HOME: the views' data directories are below */
+    char *host; /* the main API's address, as started */
+    int64_t port;
+    bool journal_enabled; /* as started: a reload cannot change it */
+    int fsync_mode;
+    double group_commit;
+    int snap_keep;
     pthread_mutex_t mu;
     struct fu_session **sessions;
     size_t nsessions, cap_sessions;
@@ -107,6 +121,10 @@ struct fu_fusion {
  * err; returns 0 or -errno. */
 int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *err, size_t errlen);
 void fu_fusion_stop(struct fu_fusion *f);
+/* Applies a valid reloaded config to the running runtime, changing only what changed
+ * (see docs/operations.md "Reload"). Returns 0, or -errno when some part could not be
+ * applied (logged; the rest is applied). */
+int fu_fusion_reload(struct fu_fusion *f, const struct fu_config *cfg);
 
 /* Whether pipe p writes into view v. */
 static inline bool fu_pipe_feeds(const struct fu_pipe_rt *p, const struct fu_view *v)
@@ -151,6 +169,8 @@ void fu_job_report_locked(struct fu_fusion *f, const char *job_id, const char *s
                           double now);
 /* Completes jobs whose remaining sessions are gone; forgets old jobs. */
 void fu_jobs_sweep_locked(struct fu_fusion *f, double now);
+/* Forgets the jobs of a view a reload removes. */
+void fu_jobs_drop_view_locked(struct fu_fusion *f, const struct fu_view *v);
 void fu_job_json(struct fu_fusion *f, const struct fu_job *j, struct fu_jw *w);
 void fu_jobs_free(struct fu_fusion *f);
 

@@ -115,6 +115,18 @@ void fu_jobs_sweep_locked(struct fu_fusion *f, double now)
     }
 }
 
+void fu_jobs_drop_view_locked(struct fu_fusion *f, const struct fu_view *v)
+{
+    for (size_t i = 0; i < f->njobs;) {
+        if (f->jobs[i]->view == v) {
+            job_free(f->jobs[i]);
+            f->jobs[i] = f->jobs[--f->njobs];
+            continue;
+        }
+        i++;
+    }
+}
+
 void fu_job_json(struct fu_fusion *f, const struct fu_job *j, struct fu_jw *w)
 {
     (void)f;

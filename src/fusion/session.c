@@ -22,16 +22,16 @@ double fu_mono_now(void)
 struct fu_pipe_rt *fu_fusion_pipe(struct fu_fusion *f, const char *id)
 {
     for (size_t i = 0; i < f->npipes; i++)
-        if (!strcmp(f->pipes[i].id, id))
-            return &f->pipes[i];
+        if (!strcmp(f->pipes[i]->id, id))
+            return f->pipes[i];
     return NULL;
 }
 
 struct fu_view *fu_fusion_view(struct fu_fusion *f, const char *id)
 {
     for (size_t i = 0; i < f->nviews; i++)
-        if (!strcmp(f->views[i].id, id))
-            return &f->views[i];
+        if (!strcmp(f->views[i]->id, id))
+            return f->views[i];
     return NULL;
 }
 

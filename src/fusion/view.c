@@ -9,6 +9,7 @@
 #include "fusion/view_fs/state_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,7 @@ void fu_view_incarnation(struct fu_view *v, char out[33])
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, double tombstone_ttl)
 {
     memset(v, 0, sizeof(*v));
+    v->lock_fd = -1;
     v->id = strdup(id);
     pthread_mutex_init(&v->snap_mu, NULL);
     /* Writers first: a stream of queries must never starve ingest (glibc prefers readers
@@ -114,6 +116,8 @@ void fu_view_free(struct fu_view *v)
     if (!v->id)
         return;
     fu_journal_close(v->journal);
+    if (v->lock_fd >= 0)
+        close(v->lock_fd);
     pthread_mutex_destroy(&v->snap_mu);
     free(v->data_dir);
     fu_fs_free(&v->fs);
@@ -626,6 +630,15 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     int rc = fu_mkdirs(dir, 0750);
     if (rc < 0 && rc != -EEXIST)
         return rc;
+    /* Held while the view is open: `purge` never deletes a directory a Fusion uses. */
+    char *lock = fu_path_join(dir, "lock");
+    v->lock_fd = lock ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640) : -1;
+    free(lock);
+    if (v->lock_fd < 0)
+        return -errno;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(v->lock_fd, F_OFD_SETLK, &fl) < 0)
+        return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
     uint64_t from;
     rc = load_snapshot(v, dir, &from);
     if (rc < 0)
@@ -691,6 +704,14 @@ bool fu_view_snapshot_due(struct fu_view *v, uint64_t bytes, double interval)
 
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
 {
+    return fu_view_snapshot_then(v, info, NULL, NULL);
+}
+
+int fu_view_snapshot_then(struct fu_view *v, struct fu_snapshot_info *info,
+                          int (*then)(void *ctx, const char *path,
+                                      const struct fu_snapshot_info *info, uint64_t entries),
+                          void *ctx)
+{
     if (!v->journal)
         return -ENOTSUP;
     struct fu_snapshot_info local;
@@ -699,12 +720,14 @@ int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
     pthread_mutex_lock(&v->snap_mu);
     struct fu_buf state = FU_BUF_INIT;
     uint64_t pos = 0;
+    int then_rc = 0;
     double t0 = mono_now();
     /* The read lock keeps changes (and so appends) out: the state is the one at `pos`. */
     pthread_rwlock_rdlock(&v->lock);
     int rc = fu_journal_rotate(v->journal, &pos);
     if (!rc)
         rc = fu_state_write(&v->tree, &v->fs, &state);
+    uint64_t entries = fu_tree_count(&v->tree);
     pthread_rwlock_unlock(&v->lock);
     double copied = mono_now() - t0;
     struct timespec wall;
@@ -717,6 +740,11 @@ int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
     if (!rc) {
         v->snap_pos = pos;
         v->snap_mono = mono_now();
+        if (then) { /* before the prune below, or a later snapshot's, can remove the file */
+            char *path = fu_snapshot_path(v->data_dir, pos);
+            then_rc = path ? then(ctx, path, info, entries) : -ENOMEM;
+            free(path);
+        }
         uint64_t oldest = fu_snapshot_prune(v->data_dir, v->snap_keep);
         int dropped = oldest == UINT64_MAX ? 0 : fu_journal_drop_before(v->journal, oldest);
         fu_info("view %s: snapshot at journal position %llu: %llu bytes (%llu uncompressed), "
@@ -727,5 +755,5 @@ int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info)
         fu_error("view %s: snapshot failed: %s", v->id, strerror(-rc));
     }
     pthread_mutex_unlock(&v->snap_mu);
-    return rc;
+    return rc ? rc : then_rc;
 }

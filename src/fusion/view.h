@@ -26,6 +26,7 @@ struct fu_view {
     bool restored;              /* its state came from disk at start-up */
     uint64_t replayed;          /* journal records replayed at start-up */
     char *data_dir;             /* of the journal and snapshots */
+    int lock_fd; /* data_dir/lock, write-locked (OFD) while the view is open: `purge` checks */
     int snap_keep;
     pthread_mutex_t snap_mu; /* one snapshot at a time */
     uint64_t snap_pos;       /* journal position of the last snapshot (0: none) */
@@ -81,6 +82,13 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
  * compressed and written). Returns 0 (info filled) or -errno. */
 struct fu_snapshot_info;
 int fu_view_snapshot(struct fu_view *v, struct fu_snapshot_info *info);
+/* fu_view_snapshot, then `then` with the new snapshot file's path, its info and the tree's
+ * entries in it, called before any snapshot can prune that file (a backup copies it there;
+ * changes go on meanwhile). Returns the snapshot's -errno, else what `then` returned. */
+int fu_view_snapshot_then(struct fu_view *v, struct fu_snapshot_info *info,
+                          int (*then)(void *ctx, const char *path,
+                                      const struct fu_snapshot_info *info, uint64_t entries),
+                          void *ctx);
 /* Copies the view's incarnation (33 bytes: 32 hex digits and a NUL). */
 void fu_view_incarnation(struct fu_view *v, char out[33]);
 /* Journal bytes written since the last snapshot (0 without a journal). */

@@ -220,9 +220,6 @@ int fu_service_reload(struct fu_service *svc)
             fu_jw_bool(&w, r == 0);
             if (r < 0)
                 fu_error("reload: some changes could not be applied: %s", strerror(-r));
-        } else if (svc->rt && (diff.added.n || diff.removed.n || diff.changed.n)) {
-            fu_warn("reload: pipe changes take effect at the next restart (hot reload of "
-                    "running pipes is not implemented yet)");
         }
         fu_config_diff_free(&diff);
         fu_config_free(&svc->cfg);

@@ -25,8 +25,8 @@ struct fu_app {
      * "runtime" in the status file, which is refreshed every 2 s while it runs. */
     void (*status)(void *rt, struct fu_jw *w);
     /* Optional: applies a good reloaded config to the running runtime, given what changed
-     * in the active pipes. Without it, pipe changes wait for a restart (and the log says
-     * so). Returns 0 or -errno (reported in the reload's outcome). */
+     * in the active pipes. Without it, the new config only replaces the recorded one.
+     * Returns 0 or -errno (reported in the reload's outcome). */
     int (*reload)(void *rt, const struct fu_config *next, const struct fu_config_diff *diff);
 };
 

@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -133,3 +134,20 @@ class Home:
         shutil.rmtree(self.dir, ignore_errors=True)
         if "Sanitizer" in log or "runtime error:" in log:
             raise AssertionError("sanitizer report in the daemon log:\n" + log)
+
+
+JOURNAL_HDR, JOURNAL_REC = 32, 9  # a journal segment's header, a record's header
+
+
+def journal_records(path):
+    """(offset, payload length, type) of each whole record of a Fusion journal segment."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, off = [], JOURNAL_HDR
+    while off + JOURNAL_REC <= len(data):
+        n = struct.unpack_from("<I", data, off)[0]
+        if off + JOURNAL_REC + n > len(data):
+            break
+        out.append((off, n, data[off + 8]))
+        off += JOURNAL_REC + n
+    return out

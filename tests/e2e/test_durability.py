@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import Home, free_port, pid_alive, wait_for
+from harness import JOURNAL_REC as REC, Home, free_port, journal_records, pid_alive, wait_for
 from v1agent import V1Agent, event, request, row
 
 CONFIG = """
@@ -42,22 +42,6 @@ senders:
 pipes:
   p: {{source: src, sender: f, error_retry_interval: 0.5}}
 """
-
-HDR, REC = 32, 9
-
-
-def records(path):
-    """(offset, length, type) of each record of a journal segment."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, off = [], HDR
-    while off + REC <= len(data):
-        n = struct.unpack_from("<I", data, off)[0]
-        if off + REC + n > len(data):
-            break
-        out.append((off, n, data[off + 8]))
-        off += REC + n
-    return out
 
 
 class Durability(unittest.TestCase):
@@ -322,7 +306,7 @@ class Durability(unittest.TestCase):
         self.assertEqual(before["initial_sync"], "audit")
         self.kill()  # no snapshot at stop: the batches are in the journal only
         seg = self.segments()[-1]
-        batches = [x for x in records(seg) if x[2] == 1]
+        batches = [x for x in journal_records(seg) if x[2] == 1]
         self.assertEqual(len(batches), 10)
         off, n, _ = batches[4]  # the fifth batch
         with open(seg, "r+b") as f:

@@ -8,11 +8,10 @@ import glob
 import os
 import shutil
 import signal
-import struct
 import tempfile
 import unittest
 
-from harness import Home, pid_alive, free_port, wait_for
+from harness import Home, free_port, journal_records, pid_alive, wait_for
 from v1agent import request
 
 FUSION = """
@@ -41,21 +40,6 @@ pipes:
 """
 
 DIRS, FILES = 6, 10  # files per directory
-HDR, REC = 32, 9  # journal segment header, record header
-
-
-def records(path):
-    """(offset, payload length, type) of each record of a journal segment."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, off = [], HDR
-    while off + REC <= len(data):
-        n = struct.unpack_from("<I", data, off)[0]
-        if off + REC + n > len(data):
-            break
-        out.append((off, n, data[off + 8]))
-        off += REC + n
-    return out
 
 
 class Resume(unittest.TestCase):
@@ -156,7 +140,7 @@ class Resume(unittest.TestCase):
         self.kill_fusion()  # no snapshot at a clean stop: the journal holds it all
         segs = sorted(glob.glob(f"{self.fusion.dir}/data/views/v/journal-*.log"))
         self.assertEqual(len(segs), 1)
-        recs = records(segs[0])
+        recs = journal_records(segs[0])
         self.assertGreater(len(recs), 3)
         off, n, _ = recs[len(recs) // 2]  # a byte in the payload of a record in the middle
         with open(segs[0], "r+b") as f:

@@ -3,6 +3,8 @@
 Builds (once, kept under $FUSTOR_BENCH_TREE or /tmp/fustor-bench-tree-<files>) a tree of
 DIRS directories x FILES files, warms the cache with one `find`, then measures:
 - find: `find ROOT -printf '%s %T@ %p\\n' > /dev/null` (the issue's baseline), best of 3;
+- bare walk: `bare_walk ROOT` (bench/bare_walk.c: one thread, getdents64 + statx, a count
+  printed), the physical limit on this machine, best of 3;
 - agent: from `fustor-agent start` to the moment Fusion's stats count every file and its
   snapshot end marker has arrived (the agent logs "snapshot done"), best of 3, each into a
   fresh Fusion; with the default inotify watcher, and (as root) with `watcher: fanotify`,
@@ -35,6 +37,12 @@ def run_find(root):
     t = time.perf_counter()
     with open(os.devnull, "w") as null:
         subprocess.run(["find", root, "-printf", "%s %T@ %p\n"], stdout=null, check=True)
+    return time.perf_counter() - t
+
+
+def run_bare(bin_dir, root):
+    t = time.perf_counter()
+    subprocess.run([f"{bin_dir}/bare_walk", root], stdout=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t
 
 
@@ -75,10 +83,13 @@ def main():
     build(root, dirs, files)
     run_find(root)  # warm
     find_s = min(run_find(root) for _ in range(3))
+    bare_s = min(run_bare(bin_dir, root) for _ in range(3))
     runs = [run_agent(bin_dir, root, total) for _ in range(3)]
     agent_s = min(r[0] for r in runs)
     res = {"bench": "agent_snapshot", "files": total, "dirs": dirs, "find_s": round(find_s, 3),
+           "bare_walk_s": round(bare_s, 3), "bare_walk_ratio_to_find": round(bare_s / find_s, 3),
            "agent_snapshot_s": round(agent_s, 3), "ratio_to_find": round(agent_s / find_s, 3),
+           "ratio_to_bare_walk": round(agent_s / bare_s, 3),
            "agent_peak_rss_mib": round(max(r[1] for r in runs) / 2**20, 1)}
     fan = ""
     if os.geteuid() == 0:
@@ -86,11 +97,13 @@ def main():
         fan_s = min(r[0] for r in fruns)
         res.update({"agent_snapshot_fanotify_s": round(fan_s, 3),
                     "ratio_to_find_fanotify": round(fan_s / find_s, 3),
+                    "ratio_to_bare_walk_fanotify": round(fan_s / bare_s, 3),
                     "agent_peak_rss_fanotify_mib": round(max(r[1] for r in fruns) / 2**20, 1)})
         fan = f"; with fanotify {fan_s:.2f} s (ratio {fan_s / find_s:.2f})"
     print(json.dumps(res))
     print(f"agent_snapshot: {total} files in {dirs} dirs into Fusion {agent_s:.2f} s, find "
-          f"{find_s:.2f} s (ratio {agent_s / find_s:.2f}; target <= 0.75){fan}, agent peak RSS "
+          f"{find_s:.2f} s (ratio {agent_s / find_s:.2f}; target <= 0.75), bare walk {bare_s:.2f} s "
+          f"(ratio {agent_s / bare_s:.2f}){fan}, agent peak RSS "
           f"{res['agent_peak_rss_mib']} MiB", file=sys.stderr)
 
 if __name__ == "__main__":

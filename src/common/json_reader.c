@@ -5,6 +5,7 @@
 #include "common/json.h"
 
 #include <locale.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,51 @@ static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+static const uint64_t pow10_u64[] = {1ull,
+                                     10ull,
+                                     100ull,
+                                     1000ull,
+                                     10000ull,
+                                     100000ull,
+                                     1000000ull,
+                                     10000000ull,
+                                     100000000ull,
+                                     1000000000ull,
+                                     10000000000ull,
+                                     100000000000ull,
+                                     1000000000000ull,
+                                     10000000000000ull,
+                                     100000000000000ull,
+                                     1000000000000000ull,
+                                     10000000000000000ull,
+                                     100000000000000000ull,
+                                     1000000000000000000ull,
+                                     10000000000000000000ull};
+
+/* m / 10^k correctly rounded, for 0 < m < 2^64 and 1 <= k <= 19: the numbers with 16 to 19
+ * significant digits that the fast path below cannot take (timestamps written with their
+ * nanoseconds have 19). m is shifted so that its top bit is bit 127 of a 128-bit integer; the
+ * quotient by 10^k (< 2^64) then has at least 64 bits, of which the top 54 give the 53-bit
+ * significand and its rounding bit, and the bits below with the remainder the sticky bit:
+ * round half to even, as strtod does. */
+static double div_pow10(uint64_t m, int k)
+{
+    int shift = 64 + __builtin_clzll(m);
+    unsigned __int128 num = (unsigned __int128)m << shift;
+    unsigned __int128 q = num / pow10_u64[k];
+    bool sticky = num % pow10_u64[k] != 0;
+    uint64_t hi = (uint64_t)(q >> 64);
+    int bits = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((uint64_t)q);
+    int drop = bits - 54; /* >= 10: q >= 2^63 */
+    sticky |= (q & (((unsigned __int128)1 << drop) - 1)) != 0;
+    uint64_t top = (uint64_t)(q >> drop); /* 54 bits */
+    uint64_t sig = top >> 1;
+    if ((top & 1) && (sticky || (sig & 1)))
+        sig++;
+    /* A carry to 2^53 stays exact as a double; ldexp scales it. */
+    return ldexp((double)sig, drop + 1 - shift);
+}
+
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -291,7 +337,7 @@ static enum fu_json_tok read_number(struct fu_jr *r)
             p++;
         }
     }
-    bool is_int = true;
+    bool is_int = true, lost = false; /* lost: fraction digits beyond the 19 kept */
     int frac_digits = 0;
     if (p < n && b[p] == '.') {
         is_int = false;
@@ -304,6 +350,8 @@ static enum fu_json_tok read_number(struct fu_jr *r)
                 if (mant)
                     digits++;
                 frac_digits++;
+            } else {
+                lost = true;
             }
             p++;
         }
@@ -340,6 +388,11 @@ static enum fu_json_tok read_number(struct fu_jr *r)
     if (digits <= 15 && !dropped && e >= -22 && e <= 22) {
         double d = (double)mant;
         d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+        r->dbl = neg ? -d : d;
+        return FU_JSON_DOUBLE;
+    }
+    if (!dropped && !lost && mant && e < 0 && e >= -19) {
+        double d = div_pow10(mant, (int)-e);
         r->dbl = neg ? -d : d;
         return FU_JSON_DOUBLE;
     }

@@ -419,6 +419,50 @@ static void test_doubles_round_trip_bit_exactly(void **state)
     }
 }
 
+/* Decimals of 16 to 19 significant digits (the nanosecond timestamps agents send, among
+ * others) take the 128-bit division path: it must agree with strtod bit for bit, ties and
+ * near-ties included. */
+static void test_long_decimals_read_as_strtod_does(void **state)
+{
+    (void)state;
+    for (int it = 0; it < 200000; it++) {
+        char s[48];
+        int ndig = 16 + (int)(rnd() % 4), point = 1 + (int)(rnd() % (unsigned)(ndig - 1));
+        int i = 0;
+        if (rnd() % 5 == 0)
+            s[i++] = '-';
+        for (int d = 0; d < ndig; d++) {
+            if (d == point)
+                s[i++] = '.';
+            /* Runs of 0s and 9s and the digit 5 make ties and near-ties. */
+            unsigned c = (unsigned)(rnd() % 16);
+            s[i++] = (char)(d == 0   ? '1' + c % 9
+                            : c < 4  ? '0'
+                            : c < 8  ? '9'
+                            : c < 10 ? '5'
+                                     : '0' + c % 10);
+        }
+        if (it % 7 == 0) { /* statx-like: 10 integer digits, 9 decimals */
+            snprintf(s, sizeof(s), "%llu.%09llu",
+                     (unsigned long long)(1000000000 + rnd() % 3000000000ull),
+                     (unsigned long long)(rnd() % 1000000000));
+            i = (int)strlen(s);
+        }
+        s[i] = '\0';
+        double want = strtod(s, NULL);
+        struct fu_jr r;
+        fu_jr_init(&r, s, strlen(s));
+        assert_int_equal(fu_jr_next(&r), FU_JSON_DOUBLE);
+        if (memcmp(&r.dbl, &want, sizeof(want)))
+            fail_msg("%s read as %.17g, strtod gives %.17g", s, r.dbl, want);
+        fu_jr_free(&r);
+    }
+    /* Exact halfway cases between two doubles, both roundings (2^53 + 1 and + 3, scaled). */
+    want_double("9007199254740993.0", 9007199254740992.0);
+    want_double("9007199254740995.0", 9007199254740996.0);
+    want_double("9007199254740993.5", 9007199254740994.0); /* just above the tie */
+}
+
 static void gen_value(struct fu_jw *w, int depth);
 
 static void gen_string(char *s, size_t *n)
@@ -521,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_skip_consumes_a_whole_container),
         cmocka_unit_test(test_any_byte_string_round_trips_through_escape),
         cmocka_unit_test(test_doubles_round_trip_bit_exactly),
+        cmocka_unit_test(test_long_decimals_read_as_strtod_does),
         cmocka_unit_test(test_random_documents_reencode_identically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

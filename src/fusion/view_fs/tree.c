@@ -329,9 +329,9 @@ static void raise_oldest(struct fu_tree *t, fu_nid dir, double old)
 
 /* ------------------------------------------------------------ hash index */
 
-static size_t slot_of(const struct fu_tree *t, fu_nid parent, const char *name, size_t len)
+static uint32_t hash_of(fu_nid parent, const char *name, size_t len)
 {
-    return (size_t)XXH3_64bits_withSeed(name, len, parent) & (t->nslots - 1);
+    return (uint32_t)XXH3_64bits_withSeed(name, len, parent);
 }
 
 static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const char *name, size_t len)
@@ -346,49 +346,58 @@ static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const cha
 fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len)
 {
     size_t mask = t->nslots - 1;
-    for (size_t i = slot_of(t, dir, name, len);; i = (i + 1) & mask) {
+    uint32_t h = hash_of(dir, name, len);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         fu_nid id = t->slots[i];
         if (id == FU_NID_NONE)
             return FU_NID_NONE;
-        if (node_is(t, id, dir, name, len))
+        if (t->tags[i] == h && node_is(t, id, dir, name, len))
             return id;
     }
 }
 
-/* The slot where node id's probe sequence starts. */
-static size_t home_of(const struct fu_tree *t, fu_nid id)
+/* The hash of node id's (parent, name). */
+static uint32_t node_hash(const struct fu_tree *t, fu_nid id)
 {
     size_t len;
     const char *name = fu_tree_name(t, id, &len);
-    return slot_of(t, fu_tree_node(t, id)->parent, name, len);
+    return hash_of(fu_tree_node(t, id)->parent, name, len);
 }
 
-static void slot_insert(struct fu_tree *t, fu_nid id)
+static void slot_put(struct fu_tree *t, fu_nid id, uint32_t h)
 {
     size_t mask = t->nslots - 1;
-    size_t i = home_of(t, id);
+    size_t i = h & mask;
     while (t->slots[i] != FU_NID_NONE)
         i = (i + 1) & mask;
     t->slots[i] = id;
+    t->tags[i] = h;
     t->used_slots++;
 }
 
 static int grow_slots(struct fu_tree *t)
 {
     size_t n = t->nslots ? t->nslots * 2 : 1024;
-    uint32_t *s = malloc(n * sizeof(*s));
-    if (!s)
+    if (n > (size_t)UINT32_MAX + 1)
         return -ENOMEM;
+    uint32_t *s = malloc(n * sizeof(*s)), *g = malloc(n * sizeof(*g));
+    if (!s || !g) {
+        free(s);
+        free(g);
+        return -ENOMEM;
+    }
     memset(s, 0xFF, n * sizeof(*s));
-    uint32_t *old = t->slots;
+    uint32_t *old = t->slots, *oldtags = t->tags;
     size_t oldn = t->nslots;
     t->slots = s;
+    t->tags = g;
     t->nslots = n;
     t->used_slots = 0;
     for (size_t i = 0; i < oldn; i++)
         if (old[i] != FU_NID_NONE)
-            slot_insert(t, old[i]);
+            slot_put(t, old[i], oldtags[i]);
     free(old);
+    free(oldtags);
     return 0;
 }
 
@@ -396,7 +405,7 @@ static int grow_slots(struct fu_tree *t)
 static void slot_remove(struct fu_tree *t, fu_nid id)
 {
     size_t mask = t->nslots - 1;
-    size_t i = home_of(t, id);
+    size_t i = node_hash(t, id) & mask;
     while (t->slots[i] != id)
         i = (i + 1) & mask;
     for (size_t j = i;;) {
@@ -404,11 +413,10 @@ static void slot_remove(struct fu_tree *t, fu_nid id)
         fu_nid o = t->slots[j];
         if (o == FU_NID_NONE)
             break;
-        size_t home = home_of(t, o);
         /* Move o back to i unless its home lies cyclically in (i, j]. */
-        bool stays = fu_probe_stays(i, j, home);
-        if (!stays) {
+        if (!fu_probe_stays(i, j, t->tags[j] & mask)) {
             t->slots[i] = o;
+            t->tags[i] = t->tags[j];
             i = j;
         }
     }
@@ -448,7 +456,7 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
         if (p->first_child != FU_NID_NONE)
             fu_tree_node(t, p->first_child)->prev = id;
         p->first_child = id;
-        slot_insert(t, id);
+        slot_put(t, id, hash_of(parent, name, len));
         struct delta d = {is_dir ? 0 : 1, is_dir ? 1 : 0, 0, 0};
         propagate(t, parent, &d);
         if (is_dir)
@@ -564,6 +572,7 @@ void fu_tree_free(struct fu_tree *t)
     free(t->chunks);
     names_free(&t->names);
     free(t->slots);
+    free(t->tags);
     free(t->aggs);
     fu_strv_free(&t->lineages);
     free(t->dc_path);
@@ -836,7 +845,7 @@ size_t fu_tree_memory(const struct fu_tree *t)
 {
     size_t m = t->nchunks * (size_t)NODE_CHUNK * sizeof(struct fu_node);
     m += t->names.nchunks * (size_t)HEAP_CHUNK + t->names.nslots * sizeof(uint32_t);
-    m += t->nslots * sizeof(uint32_t);
+    m += t->nslots * 2 * sizeof(uint32_t); /* slots and tags */
     m += t->aggs_cap * sizeof(struct fu_agg);
     return m;
 }
@@ -1090,7 +1099,8 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
     if (r->bad || !slots_size_ok(nslots) || used > nslots || used * 4 > nslots * 3 ||
         !fu_state_room(r, nslots, 4))
         return -EINVAL;
-    if (!(t->slots = malloc(nslots * sizeof(*t->slots))))
+    if (!(t->slots = malloc(nslots * sizeof(*t->slots))) ||
+        !(t->tags = malloc(nslots * sizeof(*t->tags))))
         return -ENOMEM;
     t->nslots = nslots;
     t->used_slots = used;
@@ -1262,6 +1272,17 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
     }
     if (n != t->used_slots || n != (size_t)t->live - 1)
         return false;
+    /* The tags are not saved: each occupied slot's hash, from its node. */
+    for (size_t i = 0; i < t->nslots; i++) {
+        if (i + 16 < t->nslots && t->slots[i + 16] != FU_NID_NONE)
+            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16]));
+        if (i + 8 < t->nslots && t->slots[i + 8] != FU_NID_NONE) {
+            uint32_t off = fu_tree_node(t, t->slots[i + 8])->name_off;
+            __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
+        }
+        if (t->slots[i] != FU_NID_NONE)
+            t->tags[i] = node_hash(t, t->slots[i]);
+    }
     for (size_t i = 0; i < t->nslots; i++) {
         /* The node of a slot ahead, and the name of one nearer, are on their way meanwhile
          * (every slot was checked above: below nnodes, or empty). */

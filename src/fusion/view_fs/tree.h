@@ -90,7 +90,10 @@ struct fu_tree {
     uint64_t released_names; /* name bytes of nodes freed since the last compaction */
     uint32_t released_nodes; /* nodes freed since the last compaction */
     uint32_t *slots;         /* hash index: node ids, FU_NID_NONE when empty */
-    size_t nslots;           /* a power of two */
+    uint32_t *tags;          /* per slot, the low 32 bits of its (parent, name) hash: a probe
+                                reads a node only on a tag match, and a slot's home is
+                                tag & mask (not saved: computed again at load) */
+    size_t nslots;           /* a power of two, at most 2^32 */
     size_t used_slots;
     struct fu_agg *aggs; /* aggregate records of directories */
     uint32_t naggs, aggs_cap;

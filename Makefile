@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make`, `make test`, `make asan`, `make fuzz`, `make bench`,
-# `make install PREFIX=...`, `make clean`.
+# `make demo`, `make install PREFIX=...`, `make clean`.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
@@ -8,8 +8,9 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_TIME  ?= 60
 CMAKE      ?= cmake
 CTEST      ?= ctest
+PYTHON     ?= python3
 
-.PHONY: all build asan test test-release test-asan unit fuzz bench install clean format
+.PHONY: all build asan test test-release test-asan unit fuzz bench demo install clean format
 
 all: build
 
@@ -45,6 +46,11 @@ fuzz:
 
 bench: build
 	@$(CMAKE) --build $(BUILD) --target bench -j $(JOBS)
+
+# Fusion and an agent on a sample tree, on free loopback ports: snapshot, stats, tree, three
+# live changes with their latency, then everything stopped and removed (also on Ctrl-C).
+demo: build
+	@$(PYTHON) scripts/demo.py --bin-dir $(BUILD)/bin
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     struct fu_tree t;
     if (fu_tree_init(&t) < 0)
         return 1;
-    uint16_t lin = fu_tree_lineage(&t, "agent-1", "/mnt/data");
+    uint16_t lin = fu_tree_lineage(&t, "agent-1", "/mnt/data", "p");
     double t0 = now();
     for (size_t i = 0; i < n; i++) {
         struct fu_attr a = {.size = i * 37 % 100000,

@@ -5,10 +5,12 @@
 
 #include "agent/bus.h"
 #include "agent/config_update.h"
+#include "agent/fieldmap.h"
 #include "agent/sender_http.h"
 #include "agent/source.h"
 #include "agent/source_fs/scan.h"
 #include "agent/spool.h"
+#include "common/clock.h"
 #include "common/daemon.h"
 #include "common/fsutil.h"
 #include "common/json.h"
@@ -54,6 +56,7 @@ struct pipe_rt {
     double retry_base, retry_mult, retry_cap; /* backoff while Fusion cannot be reached */
     int max_errors;                           /* failures in a row before an error line */
     struct source_ent *src;                   /* the source it reads, shared */
+    struct fu_fieldmap *fmap;                 /* fields_mapping; NULL: rows go as they are */
     struct fu_bus_sub *sub;                   /* its cursor on the source's bus */
     pthread_t thread;
     bool started;
@@ -139,9 +142,7 @@ struct fu_agent {
 
 static double wall(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return fu_wall_clock();
 }
 
 #define PROBE_PREFIX ".fustor-clock-probe-"
@@ -727,10 +728,11 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     fu_buf_printf(&body,
                   "\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
                   "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
-                  "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":[\"path\","
-                  "\"file_name\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"],"
-                  "\"rows\":[",
-                  b->p->sid, b->source, b->source, storage_ms(b->p));
+                  "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":%s,\"rows\":[",
+                  b->p->sid, b->source, b->source, storage_ms(b->p),
+                  b->p->fmap ? fu_fieldmap_fields_json(b->p->fmap)
+                             : "[\"path\",\"file_name\",\"size\",\"modified_time\","
+                               "\"created_time\",\"is_directory\"]");
     fu_buf_append(&body, rows_json->data, rows_json->len);
     fu_buf_puts(&body, "]}]}");
     int rc = 0;
@@ -859,6 +861,7 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
     struct batcher *b = ctx;
     bool audit = !strcmp(b->source, "audit");
+    const struct fu_fieldmap *fmap = b->p->fmap;
     struct fu_buf frag = FU_BUF_INIT;
     struct fu_jw w;
     fu_jw_init(&w, &frag);
@@ -867,6 +870,23 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
         const struct fu_scan_entry *e = &v[i];
         dirs += e->is_dir;
         fu_jw_obj_begin(&w);
+        if (fmap) { /* the same fields, projected */
+            struct fu_fm_row r;
+            fu_fm_row_init(&r, e->path, e->path_len, true, e->size, e->mtime, e->ctime, e->is_dir);
+            if (audit && e->parent_path[0]) {
+                r.present |= FU_FM_BIT(FU_FM_PARENT_PATH) | FU_FM_BIT(FU_FM_PARENT_MTIME);
+                r.parent_path = e->parent_path;
+                r.parent_path_len = strlen(e->parent_path);
+                r.parent_mtime = e->parent_mtime;
+            }
+            if (audit && e->audit_skipped) {
+                r.present |= FU_FM_BIT(FU_FM_AUDIT_SKIPPED);
+                r.audit_skipped = true;
+            }
+            fu_fieldmap_write(fmap, &w, &r);
+            fu_jw_obj_end(&w);
+            continue;
+        }
         write_row(&w, e->path, e->path_len, true, e->size, e->mtime, e->ctime, e->is_dir);
         if (audit && e->parent_path[0]) { /* the parent-mtime check (v1 §3.5) */
             fu_jw_ckey(&w, "parent_path");
@@ -1130,6 +1150,7 @@ struct rt_batch {
     struct fu_jw w;
     long long index;
     int kind; /* -1 before the first row, else the op of the open event */
+    const struct fu_fieldmap *fmap;
 };
 
 static void rt_row(void *ctx, const struct fu_watch_row *r)
@@ -1157,6 +1178,17 @@ static void rt_row(void *ctx, const struct fu_watch_row *r)
         fu_jw_arr_begin(&b->w);
     }
     fu_jw_obj_begin(&b->w);
+    if (b->fmap) { /* the same fields, projected */
+        struct fu_fm_row m;
+        fu_fm_row_init(&m, r->path, r->path_len, !del, r->size, r->mtime, r->ctime, r->is_dir);
+        if (!del) {
+            m.present |= FU_FM_BIT(FU_FM_IS_ATOMIC_WRITE);
+            m.is_atomic_write = r->atomic;
+        }
+        fu_fieldmap_write(b->fmap, &b->w, &m);
+        fu_jw_obj_end(&b->w);
+        return;
+    }
     write_row(&b->w, r->path, r->path_len, !del, r->size, r->mtime, r->ctime, r->is_dir);
     if (!del) {
         fu_jw_ckey(&b->w, "is_atomic_write");
@@ -1276,7 +1308,7 @@ static void no_row(void *ctx, const struct fu_watch_row *r)
 static size_t build(struct rt *t, const char *sid)
 {
     struct pipe_rt *p = t->p;
-    struct rt_batch b = {.index = storage_ms(p), .kind = -1};
+    struct rt_batch b = {.index = storage_ms(p), .kind = -1, .fmap = p->fmap};
     fu_buf_reset(&t->body);
     fu_jw_init(&b.w, &t->body);
     fu_jw_obj_begin(&b.w);
@@ -1832,9 +1864,13 @@ static void *pipe_main(void *arg)
         pthread_join(p->rt, NULL);
         p->rt_running = false;
     }
-    /* Stopped for good: its cursor must not hold rows back, nor count their loss. */
-    fu_bus_unsubscribe(fu_source_bus(p->src->s), p->sub);
+    /* Stopped for good: its cursor must not hold rows back, nor count their loss. (Taken
+     * under p->mu: `status` reads the cursor's depth.) */
+    pthread_mutex_lock(&p->mu);
+    struct fu_bus_sub *sub = p->sub;
     p->sub = NULL;
+    pthread_mutex_unlock(&p->mu);
+    fu_bus_unsubscribe(fu_source_bus(p->src->s), sub);
     atomic_store(&p->pending_count, 0);
     atomic_store(&p->phase, PH_STOPPED);
     fu_buf_free(&out);
@@ -1979,6 +2015,7 @@ static void pipe_free(struct pipe_rt *p)
         job_free(&p->jobs[i]);
     free(p->jobs);
     fu_dircache_free(p->dircache);
+    fu_fieldmap_free(p->fmap);
     free(p->cache_file);
     free(p->cache_token);
     free(p->spool_dir);
@@ -2067,6 +2104,12 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
         pipe_free(p);
         return NULL;
     }
+    char why[200];
+    if (fu_fieldmap_compile(&cp->fields_mapping, &p->fmap, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "pipe %s: fields_mapping: %s", cp->it.id, why);
+        pipe_free(p);
+        return NULL;
+    }
     /* The audit cache, kept under the agent's home when the pipe id can name a file. */
     if (cfg->home && cfg->home[0] && !strchr(p->id, '/') && p->id[0] != '.') {
         char sub[300];
@@ -2139,6 +2182,10 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         char sid[sizeof(p->sid)], err[sizeof(p->last_error)];
         pthread_mutex_lock(&p->mu);
         memcpy(sid, p->sid, sizeof(sid));
+        /* Live, not the realtime thread's last count: that thread may be stuck in a request
+         * to a Fusion that does not answer, which is when the depth matters. */
+        size_t queued = p->sub ? fu_bus_depth(fu_source_bus(p->src->s), p->sub)
+                               : atomic_load(&p->pending_count);
         memcpy(err, p->last_error, sizeof(err));
         pthread_mutex_unlock(&p->mu);
         int ph = atomic_load(&p->phase);
@@ -2182,8 +2229,10 @@ void fu_agent_status(struct fu_agent *a, struct fu_jw *w)
         fu_jw_uint(w, atomic_load(&p->rows_sent));
         fu_jw_ckey(w, "bytes_sent");
         fu_jw_uint(w, atomic_load(&p->bytes_sent));
+        fu_jw_ckey(w, "storage_clock_drift_sec");
+        fu_jw_double(w, atomic_load(&p->drift));
         fu_jw_ckey(w, "queued");
-        fu_jw_uint(w, atomic_load(&p->pending_count));
+        fu_jw_uint(w, queued);
         fu_jw_ckey(w, "spooled");
         fu_jw_uint(w, atomic_load(&p->spooled));
         fu_jw_ckey(w, "spool_bytes");
@@ -2386,6 +2435,11 @@ int fu_agent_start(struct fu_agent **out, const struct fu_config *cfg, char *err
         default_agent_id(first && first->uri.n ? first->uri.v[0] : NULL, host, sizeof(host));
     }
     a->agent_id = strdup(ac->agent_id ? ac->agent_id : host);
+    if (fu_clock_offset() != 0)
+        fu_warn("FUSTOR_TEST_CLOCK_OFFSET=%+.0f: this agent's clock runs %.0f s %s the system's "
+                "(for tests only)",
+                fu_clock_offset(), fabs(fu_clock_offset()),
+                fu_clock_offset() > 0 ? "ahead of" : "behind");
     if (!a->agent_id || keep_config_names(a, cfg) < 0) {
         fu_agent_stop(a);
         return -ENOMEM;

@@ -5,6 +5,7 @@
 #include "agent/sender_http.h"
 #include "agent/source_fs/watch_fanotify.h"
 #include "agent/source_fs/watch_inotify.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -34,9 +35,7 @@ struct fu_source {
 
 static double wall(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return fu_wall_clock();
 }
 
 /* The watcher in use: a fanotify mark, or inotify watches. */

@@ -373,6 +373,8 @@ static void parse_list(struct ctx *c, const struct fu_field *f, struct fu_cfg_ve
             }
             if (f->sub->defaults)
                 f->sub->defaults(item);
+            if (f->flags & F_ITEM_LOC)
+                *(struct fu_loc *)item = (struct fu_loc){c->file, e->line, e->col};
             parse_obj(c, f->sub, item, e, false);
         }
         path_pop(c, old);

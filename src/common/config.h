@@ -156,10 +156,12 @@ struct fu_cfg_sender {
     char *api_version;
 };
 
+/* One entry of an agent pipe's fields_mapping (applied by src/agent/fieldmap.c). */
 struct fu_cfg_field_map {
-    char *to;
-    struct fu_strv source; /* "field:type" */
-    char *hardcoded_value; /* JSON text of the scalar, NULL if unset */
+    struct fu_loc loc;     /* where the entry is, for messages */
+    char *to;              /* the target key; dots nest: "a.b" is {"a": {"b": ...}} */
+    struct fu_strv source; /* "field:type"; only the first is used, as in Fustor v1 */
+    char *hardcoded_value; /* JSON text of the scalar, NULL if unset; wins over source */
 };
 
 struct fu_cfg_apipe {

@@ -109,6 +109,7 @@ static const struct fu_field field_map_fields[] = {
 static const struct fu_schema field_map_schema = {"field mapping", field_map_fields,
                                                   FU_COUNT(field_map_fields),
                                                   sizeof(struct fu_cfg_field_map), NULL};
+_Static_assert(offsetof(struct fu_cfg_field_map, loc) == 0, "F_ITEM_LOC: the loc comes first");
 
 #define AP(f) offsetof(struct fu_cfg_apipe, f)
 static const struct fu_field apipe_fields[] = {
@@ -129,7 +130,8 @@ static const struct fu_field apipe_fields[] = {
     {"batch_size", FT_INT, AP(batch_size), 0, RANGE(1, 1000000), NULL, NULL, NULL},
     {"spool_max_mb", FT_FLOAT, AP(spool_max_mb), 0, RANGE(0, 1e6), NULL, NULL, NULL},
     {"disabled", FT_BOOL, AP(disabled), 0, NORANGE, NULL, NULL, NULL},
-    {"fields_mapping", FT_LIST, AP(fields_mapping), 0, NORANGE, NULL, &field_map_schema, NULL},
+    {"fields_mapping", FT_LIST, AP(fields_mapping), F_ITEM_LOC, NORANGE, NULL, &field_map_schema,
+     NULL},
 };
 static void apipe_defaults(void *p)
 {
@@ -214,17 +216,112 @@ static void check_sender_uri(const struct fu_cfg_sender *s, const char *u, struc
     }
 }
 
+/* The fields of the rows the fs source sends (Fustor v1's FS row): what a mapping's
+ * "field:type" can read. The agent's fieldmap.c knows the same list. */
+static const char *const row_fields[] = {
+    "path",         "file_name",   "size",         "modified_time", "created_time",
+    "is_directory", "parent_path", "parent_mtime", "audit_skipped", "is_atomic_write"};
+
+/* As Fustor v1: the field ends at the first ':', the type is all that follows. */
 static bool type_suffix_ok(const char *spec)
 {
     static const char *const types[] = {"string", "str",   "integer", "int",
                                         "number", "float", "boolean", "bool"};
-    const char *c = strrchr(spec, ':');
+    const char *c = strchr(spec, ':');
     if (!c)
         return true;
     for (size_t i = 0; i < FU_COUNT(types); i++)
         if (!strcmp(c + 1, types[i]))
             return true;
     return false;
+}
+
+static bool row_field_known(const char *spec)
+{
+    size_t n = strcspn(spec, ":");
+    for (size_t i = 0; i < FU_COUNT(row_fields); i++)
+        if (strlen(row_fields[i]) == n && !strncmp(spec, row_fields[i], n))
+            return true;
+    return false;
+}
+
+#define MAX_TO_DEPTH 32 /* keys in a dotted target; Fusion reads rows at most 64 deep */
+
+/* One pipe's fields_mapping. Fustor v1 lets a later entry silently overwrite an earlier one
+ * with the same target, and logs a warning on every row when a target is both a value and
+ * an object ('x' and 'x.y'); both are refused here, once, with the entries' places. */
+static void check_fields_mapping(const struct fu_cfg_apipe *p, struct fu_diags *d)
+{
+    for (size_t m = 0; m < p->fields_mapping.n; m++) {
+        const struct fu_cfg_field_map *fm =
+            FU_CFG_AT(&p->fields_mapping, struct fu_cfg_field_map, m);
+        const struct fu_loc *l = fm->loc.file ? &fm->loc : &p->it.loc;
+        if (!fm->to)
+            continue; /* missing or empty: reported while parsing */
+        if (!fm->source.n && !fm->hardcoded_value)
+            fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                         "pipes.%s.fields_mapping.%zu: mapping to '%s' needs 'source' or "
+                         "'hardcoded_value'",
+                         p->it.id, m, fm->to);
+        if (fm->source.n && fm->hardcoded_value)
+            fu_diags_add(d, FU_SEV_WARNING, l->file, l->line, l->col,
+                         "pipes.%s.fields_mapping.%zu: mapping to '%s' has both 'source' and "
+                         "'hardcoded_value'; the hardcoded value is sent",
+                         p->it.id, m, fm->to);
+        for (size_t k = 0; k < fm->source.n; k++)
+            if (!type_suffix_ok(fm->source.v[k]))
+                fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                             "pipes.%s.fields_mapping.%zu: '%s': the type after ':' must be one "
+                             "of string, str, integer, int, number, float, boolean, bool",
+                             p->it.id, m, fm->source.v[k]);
+        if (fm->source.n && !fm->hardcoded_value && !row_field_known(fm->source.v[0]))
+            fu_diags_add(d, FU_SEV_WARNING, l->file, l->line, l->col,
+                         "pipes.%s.fields_mapping.%zu: no row has the field '%.*s', so '%s' is "
+                         "never sent; the fields are path, file_name, size, modified_time, "
+                         "created_time, is_directory, parent_path, parent_mtime, audit_skipped "
+                         "and is_atomic_write",
+                         p->it.id, m, (int)strcspn(fm->source.v[0], ":"), fm->source.v[0], fm->to);
+        size_t depth = 1;
+        bool empty_key = fm->to[0] == '.' || fm->to[strlen(fm->to) - 1] == '.';
+        for (const char *c = fm->to; *c; c++)
+            if (*c == '.') {
+                depth++;
+                empty_key |= c[1] == '.';
+            }
+        if (empty_key)
+            fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                         "pipes.%s.fields_mapping.%zu: 'to: %s' has an empty key (a leading, "
+                         "trailing or doubled '.')",
+                         p->it.id, m, fm->to);
+        else if (depth > MAX_TO_DEPTH)
+            fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                         "pipes.%s.fields_mapping.%zu: 'to: %s' nests %zu keys deep; at most %d",
+                         p->it.id, m, fm->to, depth, MAX_TO_DEPTH);
+        for (size_t j = 0; j < m; j++) {
+            const struct fu_cfg_field_map *o =
+                FU_CFG_AT(&p->fields_mapping, struct fu_cfg_field_map, j);
+            if (!o->to)
+                continue;
+            size_t a = strlen(fm->to), b = strlen(o->to);
+            if (a == b && !memcmp(fm->to, o->to, a)) {
+                fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                             "pipes.%s.fields_mapping.%zu: mapping %zu (line %d) already writes "
+                             "'%s'; each target can be written by one mapping only",
+                             p->it.id, m, j, o->loc.line, fm->to);
+                break;
+            }
+            /* the shorter is a whole-key prefix of the longer: 'x' and 'x.y' */
+            const char *s = a < b ? fm->to : o->to, *t = a < b ? o->to : fm->to;
+            size_t sl = a < b ? a : b;
+            if (!memcmp(s, t, sl) && t[sl] == '.') {
+                fu_diags_add(d, FU_SEV_ERROR, l->file, l->line, l->col,
+                             "pipes.%s.fields_mapping.%zu: 'to: %s' conflicts with 'to: %s' of "
+                             "mapping %zu (line %d): '%s' cannot be both a value and an object",
+                             p->it.id, m, fm->to, o->to, j, o->loc.line, s);
+                break;
+            }
+        }
+    }
 }
 
 void fu_agent_check(const struct fu_config *cfg, struct fu_diags *d)
@@ -265,19 +362,6 @@ void fu_agent_check(const struct fu_config *cfg, struct fu_diags *d)
                              "pipe '%s' uses the same source and sender as pipe '%s' (%s:%d)",
                              p->it.id, q->it.id, q->it.loc.file, q->it.loc.line);
         }
-        for (size_t m = 0; m < p->fields_mapping.n; m++) {
-            const struct fu_cfg_field_map *fm =
-                FU_CFG_AT(&p->fields_mapping, struct fu_cfg_field_map, m);
-            if (!fm->source.n && !fm->hardcoded_value)
-                at(d, FU_SEV_ERROR, &p->it.loc,
-                   "pipes.%s.fields_mapping: mapping to '%s' needs 'source' or 'hardcoded_value'",
-                   p->it.id, fm->to ? fm->to : "?");
-            for (size_t k = 0; k < fm->source.n; k++)
-                if (!type_suffix_ok(fm->source.v[k]))
-                    at(d, FU_SEV_ERROR, &p->it.loc,
-                       "pipes.%s.fields_mapping: '%s': the type after ':' must be one of "
-                       "string, str, integer, int, number, float, boolean, bool",
-                       p->it.id, fm->source.v[k]);
-        }
+        check_fields_mapping(p, d);
     }
 }

@@ -32,6 +32,8 @@ enum {
     F_NONEMPTY = 1 << 5,  /* strings and lists must not be empty                */
     F_ALIAS = 1 << 6,     /* FT_OBJ: another spelling of fields dumped elsewhere */
     F_ONE_OK = 1 << 7,    /* FT_STRV: a single string stands for a list of one   */
+    F_ITEM_LOC = 1 << 8,  /* FT_LIST: items start with a struct fu_loc, set to
+                             where the item is, for the semantic checks' messages */
 };
 
 struct fu_schema;

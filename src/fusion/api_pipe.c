@@ -105,7 +105,9 @@ static bool initial_audit(const struct fu_pipe_rt *p, char token[33])
         char inc[33];
         fu_view_incarnation(v, inc);
         pthread_rwlock_rdlock(&v->lock);
-        audit = audit && fu_tree_count(&v->tree) > 1;
+        /* Holding data is not enough: in an aggregated view it may be the other storages'
+         * only, and this pipe's storage must be snapshotted, not taken for blind spots. */
+        audit = audit && fu_tree_count(&v->tree) > 1 && fu_tree_has_pipe(&v->tree, p->id);
         pthread_rwlock_unlock(&v->lock);
         if (p->nviews == 1)
             memcpy(token, inc, 33);
@@ -393,7 +395,7 @@ static bool num_of(const struct fu_jr *r, enum fu_json_tok t, double *out)
  * reader is positioned after the row either way, unless the JSON itself is broken. */
 static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
 {
-    bool have_path = false, have_size = false, have_mtime = false, have_dir = false, ok = true;
+    bool have_path = false, have_mtime = false, ok = true;
     enum fu_json_tok t;
     memset(row, 0, sizeof(*row));
     row->atomic = true;
@@ -442,16 +444,13 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
             break;
         }
         case 2:
-            if (t == FU_JSON_INT && r->i64 >= 0) {
+            if (t == FU_JSON_INT && r->i64 >= 0)
                 row->size = (uint64_t)r->i64;
-                have_size = true;
-            } else if (t == FU_JSON_DOUBLE && r->dbl >= 0 && r->dbl < 1.8e19 &&
-                       r->dbl == (double)(uint64_t)r->dbl) {
+            else if (t == FU_JSON_DOUBLE && r->dbl >= 0 && r->dbl < 1.8e19 &&
+                     r->dbl == (double)(uint64_t)r->dbl)
                 row->size = (uint64_t)r->dbl;
-                have_size = true;
-            } else {
+            else
                 ok = false;
-            }
             break;
         case 3:
             if (t == FU_JSON_NULL) /* deletes may carry "modified_time": null */
@@ -466,7 +465,6 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
         case 5:
             ok = ok && (t == FU_JSON_TRUE || t == FU_JSON_FALSE);
             row->is_dir = t == FU_JSON_TRUE;
-            have_dir = true;
             break;
         case 6:
             if (t == FU_JSON_TRUE || t == FU_JSON_FALSE)
@@ -493,8 +491,10 @@ static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
     if (!have_path)
         return false;
     row->has_mtime = have_mtime;
-    /* Deletes need only the path; upserts need the v1 required fields. */
-    row->op = (have_size && have_mtime && have_dir) ? FU_ROW_UPSERT : FU_ROW_DELETE;
+    /* Deletes need only the path; upserts also need modified_time. A missing size is 0 and
+     * a missing is_directory false, as in Fustor v1's tree (payload.get(..., 0)): an agent
+     * whose fields_mapping projects them away still creates its files. */
+    row->op = have_mtime ? FU_ROW_UPSERT : FU_ROW_DELETE;
     return ok;
 }
 
@@ -1001,7 +1001,7 @@ static void consistency(const struct fu_push_key *k, const char *what, struct fu
         int rc = 0;
         for (size_t i = 0; !rc && i < p->nviews; i++) {
             uint64_t jpos = 0;
-            rc = fu_view_audit_end(p->views[i], req->recv_time, &jpos);
+            rc = fu_view_audit_end(p->views[i], req->recv_time, p->id, &jpos);
             if (!rc)
                 rc = fu_view_durable(p->views[i], jpos);
             if (rc)

@@ -7,9 +7,12 @@
 
 #include "common/log.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define JOB_KEEP_DONE 3600.0
 #define JOB_KEEP_STUCK 86400.0
@@ -42,6 +45,27 @@ static void check_done(struct fu_fusion *f, struct fu_job *j, double now)
     fu_info("job %s (scan of %s in view %s) completed", j->id, j->path, j->view->id);
 }
 
+/* 32 random bits from the kernel; without them (never in practice), the monotonic clock's
+ * nanoseconds mixed with a counter. */
+static uint32_t random32(void)
+{
+    uint32_t v;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+        return v;
+    static _Atomic uint32_t calls;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec) * 2654435761u + ++calls;
+}
+
+static bool job_id_used(const struct fu_fusion *f, const char *id)
+{
+    for (size_t i = 0; i < f->njobs; i++)
+        if (!strcmp(f->jobs[i]->id, id))
+            return true;
+    return false;
+}
+
 struct fu_job *fu_job_start_locked(struct fu_fusion *f, struct fu_view *v, const char *path,
                                    double now)
 {
@@ -52,7 +76,9 @@ struct fu_job *fu_job_start_locked(struct fu_fusion *f, struct fu_view *v, const
         return NULL;
     }
     f->jobs = jobs;
-    snprintf(j->id, sizeof(j->id), "%08x", (unsigned)(rand() ^ (int)(now * 1000)));
+    do /* unique among the jobs kept, and unlike another process's (rand() was the same) */
+        snprintf(j->id, sizeof(j->id), "%08x", (unsigned)random32());
+    while (job_id_used(f, j->id));
     j->view = v;
     j->path = strdup(path);
     j->created_at = now;

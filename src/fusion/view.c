@@ -225,22 +225,23 @@ int fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const ch
     return rc;
 }
 
-static size_t audit_end_locked(struct fu_view *v, double when)
+static size_t audit_end_locked(struct fu_view *v, double when, const char *pipe_id)
 {
     fu_fs_tick(&v->fs, when);
-    size_t gone = fu_fs_audit_end(&v->fs, when);
+    size_t gone = fu_fs_audit_end_pipe(&v->fs, when, pipe_id);
     fu_tree_maybe_compact(&v->tree);
     return gone;
 }
 
-int fu_view_audit_end(struct fu_view *v, double when, uint64_t *jpos)
+int fu_view_audit_end(struct fu_view *v, double when, const char *pipe_id, uint64_t *jpos)
 {
     struct fu_buf rec = FU_BUF_INIT;
     fu_state_put_f64(&rec, when);
+    put_str(&rec, pipe_id, strlen(pipe_id));
     pthread_rwlock_wrlock(&v->lock);
     int rc = journal(v, REC_AUDIT_END, &rec, jpos);
     bool was = v->fs.auditing;
-    size_t gone = rc ? 0 : audit_end_locked(v, when);
+    size_t gone = rc ? 0 : audit_end_locked(v, when, pipe_id);
     pthread_rwlock_unlock(&v->lock);
     fu_buf_free(&rec);
     if (!rc && was)
@@ -314,12 +315,12 @@ static struct applied apply_locked(struct fu_view *v, const struct fu_row *rows,
         a.reset = fu_fs_audit_start(&v->fs, recv_time, false, pipe_id, epoch);
     if (storage_now > 0)
         fu_clock_seed(v->fs.clock, recv_time, storage_now);
-    uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri);
+    uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri, pipe_id);
     for (size_t i = 0; i < n; i++)
         fu_fs_apply(&v->fs, &rows[i], paths + rows[i].path_off, recv_time, lineage);
     v->rows_applied += n;
     if ((flags & FU_APPLY_AUDIT_END) && v->fs.auditing) {
-        a.gone = fu_fs_audit_end(&v->fs, recv_time);
+        a.gone = fu_fs_audit_end_pipe(&v->fs, recv_time, pipe_id);
         a.ended = true;
     }
     fu_tree_maybe_compact(&v->tree);
@@ -522,7 +523,7 @@ static int replay_one(void *ctx, const struct fu_journal_rec *jr)
 {
     struct replay *x = ctx;
     struct fu_view *v = x->v;
-    struct fu_state_rd r = {jr->data, jr->data + jr->len, false};
+    struct fu_state_rd r = {jr->data, jr->data + jr->len, false, FU_STATE_FORMAT};
     int rc = 0;
     switch (jr->type) {
     case REC_BATCH:
@@ -540,9 +541,11 @@ static int replay_one(void *ctx, const struct fu_journal_rec *jr)
     }
     case REC_AUDIT_END: {
         double when = fu_state_f64(&r);
+        /* Journals written before audits were scoped by pipe end here: "" (any pipe). */
+        const char *pipe_id = r.p == r.end ? "" : get_str(&r, &x->s1, NULL);
         if (r.bad || r.p != r.end)
             return -EINVAL;
-        audit_end_locked(v, when);
+        audit_end_locked(v, when, pipe_id);
         break;
     }
     case REC_TICK: {

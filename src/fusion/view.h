@@ -56,7 +56,7 @@ struct fu_sentinel_row {
  * endpoint; else the first audit rows of a batch. (pipe_id, epoch) name the leader. */
 int fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const char *pipe_id,
                         uint64_t epoch, uint64_t *jpos);
-int fu_view_audit_end(struct fu_view *v, double when, uint64_t *jpos);
+int fu_view_audit_end(struct fu_view *v, double when, const char *pipe_id, uint64_t *jpos);
 /* Empties the view: tree and consistency state (clock, tombstones, suspects, blind spots,
  * audit). Returns 0, -ENOMEM with the view left as it was, or the journal's -errno. */
 int fu_view_reset(struct fu_view *v, uint64_t *jpos);

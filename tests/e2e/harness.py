@@ -52,10 +52,15 @@ def pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers kill(0); look at its state.
+    # A zombie still answers kill(0); look at the state of each of its threads. After a
+    # SIGKILL the main thread can be a zombie while another one still finishes a write (and
+    # still holds the process's files and locks).
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().split(") ", 1)[1][0] not in "ZX":
+                    return True
+        return False
     except OSError:
         return False
 

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import JOURNAL_REC as REC, Home, free_port, journal_records, pid_alive, wait_for
+from harness import FIXTURES, JOURNAL_REC as REC, Home, free_port, journal_records, pid_alive, wait_for
 from v1agent import V1Agent, event, request, row
 
 CONFIG = """
@@ -135,6 +135,25 @@ class Durability(unittest.TestCase):
             rows = [row(f"{prefix}{b}/f{i}", size=b * 1000 + i) for i in range(per)]
             status, resp = a.push([event(rows)])
             self.assertEqual(status, 200, resp)
+
+    def test_data_of_the_previous_state_format_loads(self):
+        # tests/fixtures/state-format-1: a view written by the build before lineages named
+        # their pipe (state format 1), a snapshot (/a, /d, /d/b) and, after it, a journaled
+        # audit that listed / without /a and whose end record names no pipe.
+        self.home = Home("fusion")
+        self.rx = free_port()
+        self.home.put("default.yaml", CONFIG.format(rx=self.rx, fsync="batch", snapshot="{}"))
+        shutil.copytree(os.path.join(FIXTURES, "state-format-1", "v"),
+                        os.path.join(self.home.dir, "data", "views", "v"))
+        self.home.start_daemon(self)
+        api = f"http://127.0.0.1:{self.home.api_port}/api/v1/views/v"
+        status, st, _ = request("GET", f"{api}/stats", "read")
+        self.assertEqual(status, 200, st)
+        self.assertTrue(st["restored"])
+        self.assertEqual((st["total_files"], st["total_directories"]), (1, 1))
+        status, n, _ = request("GET", f"{api}/tree?path=/d/b", "read")
+        self.assertEqual((status, n["size"], n["last_agent_id"]), (200, 2, "ag"))
+        self.assertIn("/a", request("GET", f"{api}/blind-spots", "read")[1]["deletions"])
 
     def test_a_restart_rebuilds_the_view_from_the_journal(self):
         self.start()

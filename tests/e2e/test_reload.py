@@ -166,7 +166,8 @@ class FusionReload(unittest.TestCase):
         c = V1Agent(f"http://127.0.0.1:{port}", "push3", task_id="agent-3:r")
         status, resp = c.create_session()
         self.assertEqual(status, 200, resp)
-        self.assertEqual(resp["initial_sync"], "audit")  # v holds data
+        # v holds pipe p's data only: pipe r's storage is snapshotted, not audited
+        self.assertEqual(resp["initial_sync"], "snapshot")
         self.put()
         self.reload()
         wait_for(lambda: "listener on port %d closed" % port in self.home.log_text(), 5,

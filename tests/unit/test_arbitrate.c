@@ -27,6 +27,7 @@ struct r {
     bool del, dir, partial, skipped, has_parent, no_mtime;
     uint64_t size;
     double mtime, parent_mtime;
+    uint16_t lineage;
 };
 
 static struct env *env_new(double hot, double ttl)
@@ -61,7 +62,7 @@ static void ap(struct env *e, const char *path, double now, struct r x)
         .parent_mtime = x.parent_mtime,
         .path_len = strlen(path),
     };
-    fu_fs_apply(&e->s, &row, path, now, 0);
+    fu_fs_apply(&e->s, &row, path, now, x.lineage);
 }
 
 static const struct fu_node *node(struct env *e, const char *path)
@@ -383,6 +384,38 @@ static void test_audit_end_spares_a_skipped_directory_touched_during_the_audit(v
     assert_int_equal(fu_fs_audit_end(&e->s, T0 + 13), 0);
     assert_non_null(node(e, "/d/a"));
     assert_non_null(node(e, "/d/b"));
+    env_free(e);
+}
+
+/* Aggregation: two pipes (two storages) feed one view and share its root. The audit of one
+ * pipe's leader deletes what its storage no longer has, never the other storage's entries. */
+static void test_an_audit_deletes_only_its_own_pipes_entries(void **state)
+{
+    (void)state;
+    struct env *e = env_new(HOT, TTL);
+    uint16_t la = fu_tree_lineage(&e->t, "host-a", "/mnt/a", "storage-a");
+    uint16_t lb = fu_tree_lineage(&e->t, "host-b", "/mnt/b", "storage-b");
+    ap(e, "/a-0", T0, (struct r){.src = SNAP, .mtime = T0 - 1000, .lineage = la});
+    ap(e, "/a-dir", T0, (struct r){.src = SNAP, .dir = true, .mtime = T0 - 1000, .lineage = la});
+    ap(e, "/b-0", T0, (struct r){.src = SNAP, .mtime = T0 - 1000, .lineage = lb});
+    ap(e, "/b-gone", T0, (struct r){.src = SNAP, .mtime = T0 - 1000, .lineage = lb});
+    ap(e, "/unknown", T0, (struct r){.src = SNAP, .mtime = T0 - 1000}); /* lineage 0 */
+    fu_fs_audit_start(&e->s, T0 + 10, true, "storage-b", 1);
+    ap(e, "/", T0 + 11, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500, .lineage = lb});
+    ap(e, "/b-0", T0 + 11, (struct r){.src = AUDIT, .mtime = T0 - 1000, .lineage = lb});
+    assert_int_equal(fu_fs_audit_end_pipe(&e->s, T0 + 13, "storage-b"), 2);
+    assert_null(node(e, "/b-gone"));
+    assert_null(node(e, "/unknown")); /* no owner known: any leader's audit may delete it */
+    assert_non_null(node(e, "/a-0"));
+    assert_non_null(node(e, "/a-dir"));
+    assert_true(deleted(e, "/b-gone"));
+    assert_false(deleted(e, "/a-0"));
+    /* Without a pipe (a view fed by one pipe, old journals): every unseen child goes. */
+    fu_fs_audit_start(&e->s, T0 + 20, true, "storage-b", 1);
+    ap(e, "/", T0 + 21, (struct r){.src = AUDIT, .dir = true, .mtime = T0 - 500, .lineage = lb});
+    ap(e, "/b-0", T0 + 21, (struct r){.src = AUDIT, .mtime = T0 - 1000, .lineage = lb});
+    assert_int_equal(fu_fs_audit_end(&e->s, T0 + 23), 2);
+    assert_null(node(e, "/a-0"));
     env_free(e);
 }
 
@@ -1090,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_audit_skipped_only_counts_for_audit_directory_rows),
         cmocka_unit_test(test_audit_end_spares_a_skipped_directory_touched_during_the_audit),
         cmocka_unit_test(test_audit_end_spares_parents_of_realtime_confirmations),
+        cmocka_unit_test(test_an_audit_deletes_only_its_own_pipes_entries),
         cmocka_unit_test(test_new_leader_never_finishes_a_deposed_leaders_audit),
         cmocka_unit_test(test_scans_never_refresh_last_updated),
         cmocka_unit_test(test_scan_of_a_fresh_file_makes_it_suspect_for_its_remaining_life),

@@ -188,7 +188,7 @@ static void test_file_node_has_v1_fields_in_order(void **state)
     struct fu_tree t;
     assert_int_equal(fu_tree_init(&t), 0);
     fu_nid f = put(&t, "/a/f.txt", false, 42, 100.5);
-    fu_tree_node(&t, f)->lineage = fu_tree_lineage(&t, "agent-1", "nfs://h/x");
+    fu_tree_node(&t, f)->lineage = fu_tree_lineage(&t, "agent-1", "nfs://h/x", "p");
     fu_tree_set_flags(&t, f, FU_N_SUSPECT | FU_N_AGENT_MISSING, 0);
     struct fu_buf out = FU_BUF_INIT, scratch = FU_BUF_INIT;
     struct fu_jw w;

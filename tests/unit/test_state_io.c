@@ -71,7 +71,7 @@ static void ap(struct env *e, const char *path, double now, struct r x)
     };
     char agent[16];
     snprintf(agent, sizeof(agent), "agent-%d", x.agent);
-    uint16_t lineage = x.agent ? fu_tree_lineage(&e->t, agent, "/mnt/share") : 0;
+    uint16_t lineage = x.agent ? fu_tree_lineage(&e->t, agent, "/mnt/share", "p") : 0;
     fu_fs_apply(&e->s, &row, path, now, lineage);
 }
 

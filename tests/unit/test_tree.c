@@ -246,15 +246,20 @@ static void test_lineage_pairs_are_interned(void **state)
     (void)state;
     struct fu_tree t;
     assert_int_equal(fu_tree_init(&t), 0);
-    uint16_t a = fu_tree_lineage(&t, "agent-1", "/mnt/a");
-    uint16_t b = fu_tree_lineage(&t, "agent-2", "/mnt/a");
+    uint16_t a = fu_tree_lineage(&t, "agent-1", "/mnt/a", "p1");
+    uint16_t b = fu_tree_lineage(&t, "agent-2", "/mnt/a", "p1");
+    uint16_t c = fu_tree_lineage(&t, "agent-1", "/mnt/a", "p2"); /* one source, two pipes */
     assert_int_not_equal(a, 0);
     assert_int_not_equal(a, b);
-    assert_int_equal(fu_tree_lineage(&t, "agent-1", "/mnt/a"), a);
+    assert_int_not_equal(a, c);
+    assert_int_equal(fu_tree_lineage(&t, "agent-1", "/mnt/a", "p1"), a);
+    assert_int_equal(fu_tree_lineage(&t, NULL, NULL, NULL), 0);
     const char *agent, *uri;
     fu_tree_lineage_get(&t, b, &agent, &uri);
     assert_string_equal(agent, "agent-2");
     assert_string_equal(uri, "/mnt/a");
+    assert_string_equal(fu_tree_lineage_pipe(&t, c), "p2");
+    assert_string_equal(fu_tree_lineage_pipe(&t, 0), "");
     fu_tree_lineage_get(&t, 0, &agent, &uri);
     assert_null(agent);
     fu_tree_free(&t);

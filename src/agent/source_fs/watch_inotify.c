@@ -13,11 +13,13 @@
 
 #include "agent/source_fs/scan.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/probe.h"
 #include "common/sets.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -92,10 +94,9 @@ struct fu_watch {
 
 static void tick(struct fu_watch *w)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if ((double)ts.tv_sec > w->clock)
-        w->clock = (double)ts.tv_sec;
+    double now = floor(fu_wall_clock());
+    if (now > w->clock)
+        w->clock = now;
 }
 
 /* ------------------------------------------------------------ wd -> directory */

@@ -420,6 +420,20 @@ static int cmp_nid(const void *a, const void *b)
 
 size_t fu_fs_audit_end(struct fu_fs *s, double now)
 {
+    return fu_fs_audit_end_pipe(s, now, NULL);
+}
+
+/* Whether node n belongs to pipe `pipe_id`'s storage, as far as the view knows. */
+static bool owned_by(const struct fu_tree *t, const struct fu_node *n, const char *pipe_id)
+{
+    if (!pipe_id || !*pipe_id)
+        return true;
+    const char *owner = fu_tree_lineage_pipe(t, n->lineage);
+    return !*owner || !strcmp(owner, pipe_id);
+}
+
+size_t fu_fs_audit_end_pipe(struct fu_fs *s, double now, const char *pipe_id)
+{
     if (!s->auditing)
         return 0; /* a repeated end is harmless */
     tomb_purge(s, now);
@@ -450,6 +464,8 @@ size_t fu_fs_audit_end(struct fu_fs *s, double now)
             const struct fu_node *cn = fu_tree_node(t, c);
             if (cn->flags & FU_N_AUDIT_SEEN)
                 continue;
+            if (!owned_by(t, cn, pipe_id))
+                continue; /* another storage's entry in an aggregated view */
             if (cn->updated > s->audit_start)
                 continue; /* stale-evidence protection: realtime touched it since */
             fu_tree_path(t, c, &path);

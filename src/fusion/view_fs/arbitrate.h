@@ -94,6 +94,10 @@ bool fu_fs_audit_start(struct fu_fs *s, double now, bool explicit_, const char *
  * unless tombstoned or confirmed in realtime since the audit started. Returns the number of
  * entries deleted. */
 size_t fu_fs_audit_end(struct fu_fs *s, double now);
+/* The same for the leader of pipe `pipe_id` in a view several pipes may feed (aggregation):
+ * a child whose lineage names another pipe belongs to another storage and is left alone.
+ * Children of unknown pipe (lineage 0, or state from before pipes were recorded) may go. */
+size_t fu_fs_audit_end_pipe(struct fu_fs *s, double now, const char *pipe_id);
 
 /* Timers at `now`: expired suspects are renewed when their file changed, else cleared;
  * tombstones older than the TTL are purged. Returns whether anything changed. */

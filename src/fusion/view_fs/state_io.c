@@ -5,7 +5,7 @@
  * read back gives the same bytes. Loading checks every index before anything addresses
  * memory with it, and every count against the bytes left before allocating for it.
  *
- * Layout, format 1. Integers are little-endian, u8/u16/u32/u64 (i64 two's complement),
+ * Layout, format 2. Integers are little-endian, u8/u16/u32/u64 (i64 two's complement),
  * doubles IEEE-754 binary64 little-endian, nothing aligned or padded.
  *
  *   state    = magic u32 ("FUST"), format u32 (FU_STATE_FORMAT),
@@ -20,11 +20,14 @@
  *     size u64, mtime f64, ctime f64, updated f64
  *   names:  nchunks u32, bytes u64, per chunk: used u32, the chunk's bytes[used]
  *           (offsets are chunk * 2^20 + position); nslots u64, nused u64, slots u32[nslots]
- *   index:  nslots u64, used u64, slots u32[nslots] (node ids; UINT32_MAX empty)
+ *   index:  nslots u64, used u64, slots u32[nslots] (node ids; UINT32_MAX empty; the slots'
+ *           hash tags are not saved, the load computes them)
  *   aggs:   naggs u32, agg_free u32, per record: first_child u32, files u64, dirs u64,
  *           bytes u64, suspects u64, newest_mtime f64, oldest_dir_mtime f64, oldest_dir u32
  *           (a spare record's files links the spare ones)
- *   lineages: n u32 (strings, two per pair), per string: len u32, bytes[len]
+ *   lineages: n u32 (strings, three per lineage: agent id, source uri, pipe id), per
+ *           string: len u32, bytes[len]. Format 1 had two per lineage (no pipe id); it is
+ *           still read, every pipe then unknown ("")
  *
  * CONS (struct fu_fs but its configuration, tree and clock):
  *   seq u32, tombs pathmap, tomb_heap heap, suspects idmap, suspect_heap heap,
@@ -245,7 +248,7 @@ static bool section(struct fu_state_rd *r, uint32_t tag, struct fu_state_rd *bod
     uint64_t len = fu_state_u64(r);
     if (r->bad || got != tag || len > (uint64_t)(r->end - r->p))
         return false;
-    *body = (struct fu_state_rd){r->p, r->p + len, false};
+    *body = (struct fu_state_rd){r->p, r->p + len, false, r->format};
     r->p += len;
     return true;
 }
@@ -573,9 +576,11 @@ static int read_clock(struct fu_state_rd *r, struct fu_clock *c)
 static int read_state(const void *buf, size_t len, struct fu_tree *nt, struct fu_fs *ns,
                       struct fu_clock *clock)
 {
-    struct fu_state_rd r = {buf, (const unsigned char *)buf + len, false}, body;
-    if (fu_state_u32(&r) != MAGIC || fu_state_u32(&r) != FU_STATE_FORMAT ||
-        !section(&r, SEC_TREE, &body))
+    struct fu_state_rd r = {buf, (const unsigned char *)buf + len, false, 0}, body;
+    if (fu_state_u32(&r) != MAGIC)
+        return -EINVAL;
+    r.format = fu_state_u32(&r);
+    if (r.format < 1 || r.format > FU_STATE_FORMAT || !section(&r, SEC_TREE, &body))
         return -EINVAL;
     int rc = fu_tree_load(nt, &body);
     if (rc < 0)

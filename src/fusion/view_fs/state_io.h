@@ -22,7 +22,7 @@
 #include <string.h>
 
 /* The version of the layout; a change to it (or to what it means) takes the next number. */
-#define FU_STATE_FORMAT 1
+#define FU_STATE_FORMAT 2 /* 2: lineages name their pipe; format 1 is still read */
 
 /* Appends the whole state of tree t and consistency state s to out. Returns 0 or -ENOMEM. */
 int fu_state_write(const struct fu_tree *t, const struct fu_fs *s, struct fu_buf *out);
@@ -71,6 +71,7 @@ static inline unsigned char *fu_state_reserve(struct fu_buf *b, size_t n)
 struct fu_state_rd {
     const unsigned char *p, *end;
     bool bad;
+    uint32_t format; /* of the state being read: FU_STATE_FORMAT, or an older one */
 };
 
 /* The next n bytes, or NULL (and bad) when fewer remain. */

@@ -14,6 +14,7 @@
 #define HEAP_CHUNK (1u << 20) /* bytes per name heap chunk */
 #define MAX_NAME 32767u       /* the longest name a 2-byte length prefix holds */
 #define LINEAGE_MAX 65535u
+#define LINEAGE_STRS 3 /* agent id, source uri, pipe id (state format 1: the first two) */
 
 _Static_assert(sizeof(struct fu_node) == 56, "the node record is 56 bytes (DESIGN budget)");
 
@@ -329,9 +330,15 @@ static void raise_oldest(struct fu_tree *t, fu_nid dir, double old)
 
 /* ------------------------------------------------------------ hash index */
 
-static uint32_t hash_of(fu_nid parent, const char *name, size_t len)
+static uint64_t hash_of(fu_nid parent, const char *name, size_t len)
 {
-    return (uint32_t)XXH3_64bits_withSeed(name, len, parent);
+    return XXH3_64bits_withSeed(name, len, parent);
+}
+
+/* A slot's tag: the hash's top 16 bits, which the home (its low bits) does not use. */
+static uint16_t tag_of(uint64_t h)
+{
+    return (uint16_t)(h >> 48);
 }
 
 static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const char *name, size_t len)
@@ -346,58 +353,58 @@ static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const cha
 fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len)
 {
     size_t mask = t->nslots - 1;
-    uint32_t h = hash_of(dir, name, len);
+    uint64_t h = hash_of(dir, name, len);
+    uint16_t tag = tag_of(h);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         fu_nid id = t->slots[i];
         if (id == FU_NID_NONE)
             return FU_NID_NONE;
-        if (t->tags[i] == h && node_is(t, id, dir, name, len))
+        if (t->tags[i] == tag && node_is(t, id, dir, name, len))
             return id;
     }
 }
 
 /* The hash of node id's (parent, name). */
-static uint32_t node_hash(const struct fu_tree *t, fu_nid id)
+static uint64_t node_hash(const struct fu_tree *t, fu_nid id)
 {
     size_t len;
     const char *name = fu_tree_name(t, id, &len);
     return hash_of(fu_tree_node(t, id)->parent, name, len);
 }
 
-static void slot_put(struct fu_tree *t, fu_nid id, uint32_t h)
+static void slot_put(struct fu_tree *t, fu_nid id, uint64_t h)
 {
     size_t mask = t->nslots - 1;
     size_t i = h & mask;
     while (t->slots[i] != FU_NID_NONE)
         i = (i + 1) & mask;
     t->slots[i] = id;
-    t->tags[i] = h;
+    t->tags[i] = tag_of(h);
     t->used_slots++;
 }
 
 static int grow_slots(struct fu_tree *t)
 {
     size_t n = t->nslots ? t->nslots * 2 : 1024;
-    if (n > (size_t)UINT32_MAX + 1)
-        return -ENOMEM;
-    uint32_t *s = malloc(n * sizeof(*s)), *g = malloc(n * sizeof(*g));
+    uint32_t *s = malloc(n * sizeof(*s));
+    uint16_t *g = malloc(n * sizeof(*g));
     if (!s || !g) {
         free(s);
         free(g);
         return -ENOMEM;
     }
     memset(s, 0xFF, n * sizeof(*s));
-    uint32_t *old = t->slots, *oldtags = t->tags;
+    uint32_t *old = t->slots;
     size_t oldn = t->nslots;
+    free(t->tags);
     t->slots = s;
     t->tags = g;
     t->nslots = n;
     t->used_slots = 0;
     for (size_t i = 0; i < oldn; i++)
         if (old[i] != FU_NID_NONE)
-            slot_put(t, old[i], oldtags[i]);
+            slot_put(t, old[i], node_hash(t, old[i]));
     free(old);
-    free(oldtags);
     return 0;
 }
 
@@ -414,7 +421,7 @@ static void slot_remove(struct fu_tree *t, fu_nid id)
         if (o == FU_NID_NONE)
             break;
         /* Move o back to i unless its home lies cyclically in (i, j]. */
-        if (!fu_probe_stays(i, j, t->tags[j] & mask)) {
+        if (!fu_probe_stays(i, j, node_hash(t, o) & mask)) {
             t->slots[i] = o;
             t->tags[i] = t->tags[j];
             i = j;
@@ -557,9 +564,11 @@ int fu_tree_init(struct fu_tree *t)
     t->free_head = FU_NID_NONE;
     t->agg_free = UINT32_MAX;
     t->dc_id = FU_NID_NONE;
-    /* Lineage 0 is the empty pair: "unknown". */
-    if (grow_slots(t) < 0 || fu_strv_push(&t->lineages, "") < 0 ||
-        fu_strv_push(&t->lineages, "") < 0)
+    /* Lineage 0 is the empty one: "unknown". */
+    for (int k = 0; k < LINEAGE_STRS; k++)
+        if (fu_strv_push(&t->lineages, "") < 0)
+            return -ENOMEM;
+    if (grow_slots(t) < 0)
         return -ENOMEM;
     fu_nid root;
     return node_new(t, FU_NID_NONE, "", 0, true, &root);
@@ -809,23 +818,29 @@ size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out
     return n;
 }
 
-/* Lineage pairs live in one string vector, two slots per index: agent id, source uri. */
-uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri)
+/* Lineages live in one string vector, LINEAGE_STRS slots per index: agent id, source uri,
+ * pipe id. */
+uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri,
+                         const char *pipe_id)
 {
-    agent_id = agent_id ? agent_id : "";
-    source_uri = source_uri ? source_uri : "";
-    if (!*agent_id && !*source_uri)
+    const char *v[LINEAGE_STRS] = {agent_id ? agent_id : "", source_uri ? source_uri : "",
+                                   pipe_id ? pipe_id : ""};
+    if (!*v[0] && !*v[1] && !*v[2])
         return 0;
-    size_t n = t->lineages.n / 2;
-    for (size_t i = 1; i < n; i++)
-        if (!strcmp(t->lineages.v[2 * i], agent_id) &&
-            !strcmp(t->lineages.v[2 * i + 1], source_uri))
+    size_t n = t->lineages.n / LINEAGE_STRS;
+    for (size_t i = 1; i < n; i++) {
+        char **e = &t->lineages.v[LINEAGE_STRS * i];
+        if (!strcmp(e[0], v[0]) && !strcmp(e[1], v[1]) && !strcmp(e[2], v[2]))
             return (uint16_t)i;
-    if (n >= LINEAGE_MAX || fu_strv_push(&t->lineages, agent_id) < 0)
+    }
+    if (n >= LINEAGE_MAX)
         return 0;
-    if (fu_strv_push(&t->lineages, source_uri) < 0) {
-        free(t->lineages.v[--t->lineages.n]);
-        return 0;
+    for (int k = 0; k < LINEAGE_STRS; k++) {
+        if (fu_strv_push(&t->lineages, v[k]) < 0) {
+            while (k-- > 0)
+                free(t->lineages.v[--t->lineages.n]);
+            return 0;
+        }
     }
     return (uint16_t)n;
 }
@@ -833,19 +848,36 @@ uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *so
 void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **agent_id,
                          const char **source_uri)
 {
-    if (!idx || (size_t)idx * 2 + 1 >= t->lineages.n) {
+    if (!idx || ((size_t)idx + 1) * LINEAGE_STRS > t->lineages.n) {
         *agent_id = *source_uri = NULL;
         return;
     }
-    *agent_id = t->lineages.v[2 * idx];
-    *source_uri = t->lineages.v[2 * idx + 1];
+    *agent_id = t->lineages.v[LINEAGE_STRS * idx];
+    *source_uri = t->lineages.v[LINEAGE_STRS * idx + 1];
+}
+
+const char *fu_tree_lineage_pipe(const struct fu_tree *t, uint16_t idx)
+{
+    if (!idx || ((size_t)idx + 1) * LINEAGE_STRS > t->lineages.n)
+        return "";
+    return t->lineages.v[LINEAGE_STRS * idx + 2];
+}
+
+bool fu_tree_has_pipe(const struct fu_tree *t, const char *pipe_id)
+{
+    for (size_t i = 1; (i + 1) * LINEAGE_STRS <= t->lineages.n; i++) {
+        const char *owner = t->lineages.v[LINEAGE_STRS * i + 2];
+        if (!*owner || !strcmp(owner, pipe_id))
+            return true;
+    }
+    return false;
 }
 
 size_t fu_tree_memory(const struct fu_tree *t)
 {
     size_t m = t->nchunks * (size_t)NODE_CHUNK * sizeof(struct fu_node);
     m += t->names.nchunks * (size_t)HEAP_CHUNK + t->names.nslots * sizeof(uint32_t);
-    m += t->nslots * 2 * sizeof(uint32_t); /* slots and tags */
+    m += t->nslots * (sizeof(uint32_t) + sizeof(uint16_t)); /* slots and tags */
     m += t->aggs_cap * sizeof(struct fu_agg);
     return m;
 }
@@ -1126,16 +1158,18 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
         memcpy(&g->oldest_dir, p + 52, 4);
     }
 
-    /* Lineage pairs: at most LINEAGE_MAX, the first the empty one. */
+    /* Lineages: at most LINEAGE_MAX, the first the empty one; format 1 had no pipe id, which
+     * reads as "" (unknown). */
+    uint32_t per = r->format == 1 ? 2 : LINEAGE_STRS;
     uint32_t n = fu_state_u32(r);
-    if (r->bad || n < 2 || n % 2 || n / 2 > LINEAGE_MAX || !fu_state_room(r, n, 4))
+    if (r->bad || n < per || n % per || n / per > LINEAGE_MAX || !fu_state_room(r, n, 4))
         return -EINVAL;
-    if (!(t->lineages.v = calloc(n, sizeof(char *))))
+    if (!(t->lineages.v = calloc((size_t)n / per * LINEAGE_STRS, sizeof(char *))))
         return -ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t len = fu_state_u32(r);
         const unsigned char *s = fu_state_take(r, len);
-        if (!s || memchr(s, '\0', len) || (i < 2 && len))
+        if (!s || memchr(s, '\0', len) || (i < per && len))
             return -EINVAL;
         char *copy = malloc((size_t)len + 1);
         if (!copy)
@@ -1143,6 +1177,9 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
         memcpy(copy, s, len);
         copy[len] = '\0';
         t->lineages.v[t->lineages.n++] = copy;
+        if (per < LINEAGE_STRS && i % per == per - 1 &&
+            !(t->lineages.v[t->lineages.n++] = strdup("")))
+            return -ENOMEM;
     }
     return 0;
 }
@@ -1162,7 +1199,7 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
                             uint32_t *queue, uint64_t *visited)
 {
     /* Each node alone: flags, parent, lineage, name, aggregate record (one per directory). */
-    uint32_t live = 0, dirs = 0, pairs = (uint32_t)(t->lineages.n / 2);
+    uint32_t live = 0, dirs = 0, pairs = (uint32_t)(t->lineages.n / LINEAGE_STRS);
     for (uint32_t i = 0; i < t->naggs; i++)
         owner[i] = UINT32_MAX;
     if (fu_tree_node(t, FU_NID_ROOT)->flags & FU_N_FREE)
@@ -1281,7 +1318,7 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
             __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
         }
         if (t->slots[i] != FU_NID_NONE)
-            t->tags[i] = node_hash(t, t->slots[i]);
+            t->tags[i] = tag_of(node_hash(t, t->slots[i]));
     }
     for (size_t i = 0; i < t->nslots; i++) {
         /* The node of a slot ahead, and the name of one nearer, are on their way meanwhile
@@ -1354,10 +1391,10 @@ void fu_tree_reset(struct fu_tree *t)
     t->used_slots = 0;
     t->naggs = 0;
     t->agg_free = UINT32_MAX;
-    for (size_t i = 2; i < t->lineages.n; i++)
+    for (size_t i = LINEAGE_STRS; i < t->lineages.n; i++)
         free(t->lineages.v[i]);
-    if (t->lineages.n > 2)
-        t->lineages.n = 2;
+    if (t->lineages.n > LINEAGE_STRS)
+        t->lineages.n = LINEAGE_STRS;
     t->dc_id = FU_NID_NONE;
     /* Every array is there, so the root needs no allocation. */
     fu_nid root;

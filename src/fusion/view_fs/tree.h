@@ -90,10 +90,10 @@ struct fu_tree {
     uint64_t released_names; /* name bytes of nodes freed since the last compaction */
     uint32_t released_nodes; /* nodes freed since the last compaction */
     uint32_t *slots;         /* hash index: node ids, FU_NID_NONE when empty */
-    uint32_t *tags;          /* per slot, the low 32 bits of its (parent, name) hash: a probe
-                                reads a node only on a tag match, and a slot's home is
-                                tag & mask (not saved: computed again at load) */
-    size_t nslots;           /* a power of two, at most 2^32 */
+    uint16_t *tags;          /* per slot, 16 bits of its (parent, name) hash that the home
+                                does not use: a probe reads a node only on a tag match (not
+                                saved: computed again at load) */
+    size_t nslots;           /* a power of two */
     size_t used_slots;
     struct fu_agg *aggs; /* aggregate records of directories */
     uint32_t naggs, aggs_cap;
@@ -157,11 +157,18 @@ void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out);
  * returns the count, or (size_t)-1 on OOM. */
 size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out);
 
-/* Interns an (agent id, source uri) pair for node.lineage; 0 is "unknown". */
-uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri);
-/* The pair behind a lineage index (NULL strings for 0). */
+/* Interns an (agent id, source uri, pipe id) lineage for node.lineage; 0 is "unknown". The
+ * pipe is whose audits may delete the node in a view fed by several pipes. */
+uint16_t fu_tree_lineage(struct fu_tree *t, const char *agent_id, const char *source_uri,
+                         const char *pipe_id);
+/* The agent and source behind a lineage index (NULL strings for 0). */
 void fu_tree_lineage_get(const struct fu_tree *t, uint16_t idx, const char **agent_id,
                          const char **source_uri);
+/* The pipe of a lineage index: "" for 0 and for lineages from state format 1. */
+const char *fu_tree_lineage_pipe(const struct fu_tree *t, uint16_t idx);
+/* Whether pipe `pipe_id` ever wrote into the tree (since its last reset), as far as the
+ * lineages tell: a lineage of that pipe, or of an unknown one (state format 1). */
+bool fu_tree_has_pipe(const struct fu_tree *t, const char *pipe_id);
 
 /* Rebuilds the name heap from the live nodes when enough names were released since the last
  * time that it may pay: at least a quarter of the live nodes and half the heap's bytes. The

@@ -1,0 +1,15 @@
+/* The agent's wall clock: CLOCK_REALTIME plus a test-only offset. End-to-end tests give an
+ * agent a wrong clock, as a host whose clock is badly set has, through the environment
+ * variable FUSTOR_TEST_CLOCK_OFFSET (seconds, e.g. 7200 or -3600) instead of libfaketime,
+ * which would also shift the storage's timestamps that bindfs passes through. */
+#ifndef FUSTOR_COMMON_CLOCK_H
+#define FUSTOR_COMMON_CLOCK_H
+
+/* The offset in effect: 0 unless FUSTOR_TEST_CLOCK_OFFSET holds a finite number of seconds
+ * within ten years. Read once. */
+double fu_clock_offset(void);
+
+/* Seconds since the epoch on this process's clock, the offset included. */
+double fu_wall_clock(void);
+
+#endif

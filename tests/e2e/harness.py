@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 import time
 
+from v1agent import request
+
 BIN_DIR = os.environ.get("FUSTOR_BIN_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "bin")
 FIXTURES = os.environ.get("FUSTOR_FIXTURES") or os.path.join(
@@ -139,6 +141,20 @@ class Home:
         shutil.rmtree(self.dir, ignore_errors=True)
         if "Sanitizer" in log or "runtime error:" in log:
             raise AssertionError("sanitizer report in the daemon log:\n" + log)
+
+
+def view_paths(view_url, key, empty=None):
+    """Every path in a view's tree (GET {view_url}/tree?path=/&recursive=true), or `empty`
+    while the view cannot answer."""
+    status, t, _ = request("GET", f"{view_url}/tree?path=/&recursive=true", key)
+    if status != 200:
+        return empty
+    out, stack = set(), [t]
+    while stack:
+        n = stack.pop()
+        out.add(n["path"])
+        stack += n.get("children") or []
+    return out
 
 
 JOURNAL_HDR, JOURNAL_REC = 32, 9  # a journal segment's header, a record's header

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Home, free_port, pid_alive, wait_for
+from harness import Home, free_port, pid_alive, view_paths, wait_for
 from v1agent import request
 
 IN_ALL_EVENTS = 0x00000FFF
@@ -306,15 +306,7 @@ class Cluster:
 
     def paths(self, view=VIEW, key=QUERY_KEY):
         """Every path in the view (None while it cannot answer)."""
-        status, t = self.view_get("tree?path=/&recursive=true", view, key)
-        if status != 200:
-            return None
-        out, stack = set(), [t]
-        while stack:
-            n = stack.pop()
-            out.add(n["path"])
-            stack += n.get("children") or []
-        return out
+        return view_paths(f"{self.api}/views/{view}", key)
 
     def stats(self, view=VIEW, key=QUERY_KEY):
         return self.view_get("stats", view, key)[1]

@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Home, free_port, wait_for
+from harness import Home, free_port, view_paths, wait_for
 from v1agent import request
 
 FUSION = """
@@ -76,15 +76,7 @@ class AgentSnapshot(unittest.TestCase):
         return a
 
     def tree_paths(self):
-        status, t, _ = request("GET", f"{self.api}/tree?path=/&recursive=true", "read")
-        if status != 200:
-            return None
-        out, stack = set(), [t]
-        while stack:
-            n = stack.pop()
-            out.add(n["path"])
-            stack += n.get("children") or []
-        return out
+        return view_paths(self.api, "read")
 
     def sessions(self):
         return request("GET", f"{self.api}/sessions", "read")[1]["active_sessions"]
@@ -163,7 +155,10 @@ class AgentSnapshot(unittest.TestCase):
             fh.write("hello")
         wait_for(lambda: (self.node("/d1/live.txt") or {}).get("size") == 5, timeout=10,
                  what="a new file")
-        self.assertFalse(self.node("/d1/live.txt")["integrity_suspect"])
+        # the write's IN_MODIFY (a partial write: suspect) can arrive a moment before the
+        # close's IN_CLOSE_WRITE, which makes it complete
+        wait_for(lambda: not self.node("/d1/live.txt")["integrity_suspect"], timeout=10,
+                 what="the close to clear the suspect flag")
         self.assertFalse(self.node("/d1/live.txt")["agent_missing"])
         with open(f"{r}/d1/live.txt", "a") as fh:
             fh.write(" world")
@@ -287,6 +282,9 @@ class AgentSnapshot(unittest.TestCase):
         self.start_fusion()
         a = self.start_agent("host-a")
         wait_for(lambda: self.tree_paths() == self.expected(), timeout=20, what="snapshot")
+        # its end too, before the agent is frozen: else the freeze may outlast the session,
+        # and the new session audits instead of finishing that snapshot
+        wait_for(lambda: "snapshot done" in a.log_text(), timeout=20, what="the snapshot's end")
         with open("/proc/sys/fs/inotify/max_queued_events") as fh:
             limit = int(fh.read())
         # the agent frozen, more events than the kernel queues: some are lost

@@ -12,7 +12,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import Home, free_port, wait_for
+from harness import Home, free_port, view_paths, wait_for
 from v1agent import V1Agent, request
 
 FUSION = """
@@ -105,15 +105,7 @@ class AgentOps(unittest.TestCase):
         return f"http://127.0.0.1:{self.fusion.api_port}/api/v1/views/{v}"
 
     def paths(self, v):
-        status, t, _ = request("GET", f"{self.view(v)}/tree?path=/&recursive=true", "read")
-        if status != 200:
-            return set()
-        out, stack = set(), [t]
-        while stack:
-            n = stack.pop()
-            out.add(n["path"])
-            stack += n.get("children") or []
-        return out
+        return view_paths(self.view(v), "read", set())
 
     def session_of(self, v):
         s = request("GET", f"{self.view(v)}/sessions", "read")[1]["active_sessions"]
@@ -293,7 +285,10 @@ class AgentOps(unittest.TestCase):
                               body={"type": "reload_config"})[0], 200)
         wait_for(lambda: json.loads(a.run("status", "--json").stdout)["status"]["reload_seq"]
                  > seq, timeout=15, what="the reload asked by Fusion")
-        self.assertIn("Fusion asked for a config reload", a.log_text())
+        # (seq may have been read before the status file showed the SIGHUP's reload: wait for
+        # the line itself rather than take the count for it)
+        wait_for(lambda: "Fusion asked for a config reload" in a.log_text(), timeout=15,
+                 what="the agent's note of Fusion's reload command")
 
     def test_an_agent_id_with_colons_is_one_agent(self):
         # v1's default agent id is the address towards Fusion: IPv6 ones hold colons

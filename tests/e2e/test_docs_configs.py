@@ -12,7 +12,7 @@ import tempfile
 import unittest
 import urllib.parse
 
-from harness import Home, free_port, wait_for
+from harness import Home, free_port, view_paths, wait_for
 from v1agent import request
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
@@ -161,15 +161,7 @@ class GuideDeploymentsRun(unittest.TestCase):
                 fed.add(key)
 
             def paths():
-                status, tree, _ = request("GET", f"{api}/{view}/tree?path=/", readers[0])
-                if status != 200:
-                    return set()
-                out, stack = set(), [tree]
-                while stack:
-                    n = stack.pop()
-                    out.add(n["path"])
-                    stack += n.get("children") or []
-                return out
+                return view_paths(f"{api}/{view}", readers[0], set())
             self.assertTrue(readers, f"{mode}: view {view} is fed by no agent")
             wait_for(lambda: want <= paths(), timeout=20, what=f"{mode}: the tree of {view}")
         self.assertEqual(fed, set(storages), f"{mode}: every storage feeds a view")

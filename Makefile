@@ -1,4 +1,4 @@
-# Thin wrapper over CMake. `make`, `make test`, `make asan`, `make fuzz`, `make bench`,
+# Thin wrapper over CMake. `make`, `make test`, `make asan`, `make fuzz`, `make bench[-quick]`,
 # `make demo`, `make install PREFIX=...`, `make clean`.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -10,7 +10,7 @@ CMAKE      ?= cmake
 CTEST      ?= ctest
 PYTHON     ?= python3
 
-.PHONY: all build asan test test-release test-asan unit fuzz bench demo install clean format
+.PHONY: all build asan test test-release test-asan unit fuzz bench bench-quick bench-micro demo install clean format
 
 all: build
 
@@ -44,8 +44,19 @@ fuzz:
 	  echo "== keeping the new inputs that add coverage"; \
 	  $$h -merge=1 $$corpus $$new 2>&1 | tail -1; rm -rf $$new; done
 
+# The benchmark suite (bench/run.py): 1M files, every workload beside find, the bare walker,
+# plocate and watchman; bench-quick: 100k files in under two minutes. Results and the HTML
+# report go to bench/results/. bench-micro: the single-purpose benchmarks.
 bench: build
-	@$(CMAKE) --build $(BUILD) --target bench -j $(JOBS)
+	@$(CMAKE) --build $(BUILD) --target bench_programs -j $(JOBS)
+	$(PYTHON) bench/run.py --bin-dir $(BUILD)/bin
+
+bench-quick: build
+	@$(CMAKE) --build $(BUILD) --target bench_programs -j $(JOBS)
+	$(PYTHON) bench/run.py --quick --bin-dir $(BUILD)/bin
+
+bench-micro: build
+	@$(CMAKE) --build $(BUILD) --target bench_micro -j $(JOBS)
 
 # Fusion and an agent on a sample tree, on free loopback ports: snapshot, stats, tree, three
 # live changes with their latency, then everything stopped and removed (also on Ctrl-C).

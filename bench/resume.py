@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from agent_snapshot import build
+import tree
+from agent_snapshot import tree_root
 from stack import Stack
 
 
@@ -64,9 +65,8 @@ def main():
     bin_dir = sys.argv[1]
     dirs = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
     files = int(sys.argv[3]) if len(sys.argv) > 3 else 50
-    total = dirs * files
-    root = os.environ.get("FUSTOR_BENCH_TREE", f"/tmp/fustor-bench-tree-{total}")
-    build(root, dirs, files)
+    shape = tree.build(tree_root(tree.shape("", dirs, files)["files"]), dirs, files)
+    root, total = shape["root"], shape["files"]
     subprocess.run(["find", root], stdout=subprocess.DEVNULL, check=True)  # warm
     st = Stack(bin_dir, root, agent_log="INFO", view_params="{max_tree_items: 0}",
                source_params=f"{{max_scan_workers: {os.cpu_count()}}}",
@@ -96,7 +96,7 @@ def main():
         st.start_agent()
         agent_restart = walk_figures(st, "audit", 2, 0, t0)
         snapshots = st.agent_log().count("snapshot done")
-        print(json.dumps({"bench": "resume", "files": total, "dirs": dirs + dirs // 100 + 1,
+        print(json.dumps({"bench": "resume", "files": total, "dirs": shape["all_dirs"],
                           "first_snapshot": snap, "after_fusion_restart": fusion_restart,
                           "after_agent_restart": agent_restart,
                           "snapshots_in_all": snapshots}))

@@ -57,6 +57,10 @@ pipes:
         with open(f"{self.agent_home}/logs/agent.log") as f:
             return f.read()
 
+    def fusion_pid(self):
+        with open(f"{self.fusion_home}/fusion.pid") as f:
+            return int(f.read())
+
     def agent_pid(self):
         with open(f"{self.agent_home}/agent.pid") as f:
             return int(f.read())

@@ -15,6 +15,7 @@ PKGS=(
   valgrind                                       # leak checks
   curl                                           # e2e: a client that sends Expect: 100-continue
   bindfs fuse3                                   # e2e: FUSE mounts that act as NFS clients
+  watchman plocate                               # make bench: the peers Fustor is measured against
 )
 
 missing=()

@@ -147,10 +147,11 @@ static bool double_fixed(struct fu_buf *b, double v)
         double sc = fabs(v) * p10d[k];
         if (sc >= lim)
             return false;
-        double m = nearbyint(sc);
-        if (m / p10d[k] != fabs(v))
+        /* Rounded with integer arithmetic: nearbyint is a libm call on baseline x86-64. A
+         * tie (sc exactly n + 0.5) has no k-decimal form either way. */
+        uint64_t u = (uint64_t)(sc + 0.5);
+        if ((double)u / p10d[k] != fabs(v))
             continue;
-        uint64_t u = (uint64_t)m;
         char tmp[48];
         int i = (int)sizeof(tmp);
         uint64_t frac = u % p10u[k], ip = u / p10u[k];
@@ -183,8 +184,8 @@ static bool double_nanos(struct fu_buf *b, double v)
     double a = fabs(v);
     if (!(a >= 8388608.0 && a < 9007199254740992.0))
         return false;
-    double ip = trunc(a);
-    uint64_t i = (uint64_t)ip, ns = (uint64_t)llround((a - ip) * 1e9); /* a - ip is exact */
+    uint64_t i = (uint64_t)a; /* truncates; a - i is exact */
+    uint64_t ns = (uint64_t)((a - (double)i) * 1e9 + 0.5);
     if (ns >= 1000000000u) {
         i++;
         ns -= 1000000000u;

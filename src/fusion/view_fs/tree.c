@@ -792,14 +792,18 @@ void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out)
     out->data[total] = '\0';
 }
 
-static int cmp_names(const void *a, const void *b, void *ctx)
+/* A child with its name resolved once, so sorting compares bytes, not heap lookups. */
+struct named {
+    const char *name;
+    size_t len;
+    fu_nid id;
+};
+
+static int cmp_named(const void *a, const void *b)
 {
-    const struct fu_tree *t = ctx;
-    size_t la, lb;
-    const char *na = fu_tree_name(t, *(const fu_nid *)a, &la);
-    const char *nb = fu_tree_name(t, *(const fu_nid *)b, &lb);
-    int c = memcmp(na, nb, la < lb ? la : lb);
-    return c ? c : (la > lb) - (la < lb);
+    const struct named *x = a, *y = b;
+    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
 size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out)
@@ -808,12 +812,22 @@ size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out
     for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
         n++;
     fu_nid *v = malloc((n ? n : 1) * sizeof(*v));
-    if (!v)
+    struct named *s = malloc((n ? n : 1) * sizeof(*s));
+    if (!v || !s) {
+        free(v);
+        free(s);
         return (size_t)-1;
+    }
     size_t i = 0;
-    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next)
-        v[i++] = c;
-    qsort_r(v, n, sizeof(*v), cmp_names, (void *)t);
+    for (fu_nid c = fu_tree_first_child(t, dir); c != FU_NID_NONE; c = fu_tree_node(t, c)->next) {
+        s[i].id = c;
+        s[i].name = fu_tree_name(t, c, &s[i].len);
+        i++;
+    }
+    qsort(s, n, sizeof(*s), cmp_named);
+    for (i = 0; i < n; i++)
+        v[i] = s[i].id;
+    free(s);
     *out = v;
     return n;
 }

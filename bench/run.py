@@ -79,8 +79,9 @@ def machine(root):
                 break
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) / 2**20
-    fs = subprocess.run(["stat", "-f", "-c", "%T", root], capture_output=True,
-                        text=True).stdout.strip()
+    # findmnt names ext4 as such (stat -f says "ext2/ext3" for all three)
+    fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", root],
+                        capture_output=True, text=True).stdout.strip() or None
     return {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu,
             "mem_gib": round(mem, 1), "fs": fs, "hostname": platform.node()}
 

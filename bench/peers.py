@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -86,10 +85,6 @@ def percentile(sorted_values, p):
         return None
     k = max(0, -(-len(sorted_values) * p // 1) - 1)
     return sorted_values[int(k)]
-
-
-def median(values):
-    return statistics.median(values) if values else None
 
 
 class Watchman:

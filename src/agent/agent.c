@@ -79,6 +79,7 @@ struct pipe_rt {
     char walk_sig[17];                    /* hash of root, file pattern and exclusions */
     char fusion_token[64];                /* from the session reply; "": none (v1) */
     bool fusion_audits;                   /* the session reply's initial_sync is "audit" */
+    _Atomic bool fusion_arrays;           /* the session reply's row_arrays: rows may be arrays */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
     bool resync;                          /* events were lost: the leader snapshots again */
     /* The spool (spool.h): realtime rows while Fusion cannot take them, owned by the
@@ -454,6 +455,8 @@ static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, s
         else if (timeout && !strcmp(key, "sentinel_interval_sec") &&
                  (t == FU_JSON_INT || t == FU_JSON_DOUBLE))
             p->fusion_sentinel = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
+        else if (timeout && !strcmp(key, "row_arrays"))
+            atomic_store(&p->fusion_arrays, t == FU_JSON_TRUE);
         else if (timeout && !strcmp(key, "initial_sync") && t == FU_JSON_STRING)
             p->fusion_audits = r.str_len == 5 && !memcmp(r.str, "audit", 5);
         else if (timeout && !strcmp(key, "view_incarnation") && t == FU_JSON_STRING && r.str_len &&
@@ -559,6 +562,7 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
     double timeout = 30;
     p->fusion_audit = p->fusion_sentinel = NAN;
     p->fusion_audits = false;
+    atomic_store(&p->fusion_arrays, false);
     p->fusion_token[0] = '\0';
     char sid[sizeof(p->sid)] = "";
     read_role(p, out, sid, sizeof(sid), &timeout);
@@ -681,6 +685,7 @@ static void cache_load(struct pipe_rt *p)
 /* ------------------------------------------------------------ snapshot */
 
 #define SEND_CONNS 4 /* concurrent batches in flight during a walk */
+#define ROW_BYTES 192 /* a walked row's JSON, about: the first reservation for a chunk */
 
 #define SEND_QUEUE (2 * SEND_CONNS)
 
@@ -702,8 +707,12 @@ struct batcher {
     pthread_t senders[SEND_CONNS];
     int nconns, nsenders;
     struct fu_buf path;
-    int rc; /* the first error: stops the walk */
+    bool arrays; /* rows as arrays in ARRAY_FIELDS order (the Fusion said it takes them) */
+    int rc;      /* the first error: stops the walk */
 };
+
+/* The columns of rows sent as arrays: v1's FSRow without file_name (the path's last name). */
+#define ARRAY_FIELDS "[\"path\",\"size\",\"modified_time\",\"created_time\",\"is_directory\"]"
 
 /* Posts `n` rows (`rows_json`) as one batch on connection `c`; a lost session or a stop ends
  * the walk. */
@@ -722,6 +731,7 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     struct fu_buf body = FU_BUF_INIT, out = FU_BUF_INIT;
     /* One number for the batch, however often it is sent: Fusion applies it once. */
     uint64_t seq = session_seq(b->p, b->p->sid);
+    fu_buf_grow(&body, rows_json->len + 1024); /* the envelope is short */
     fu_buf_putc(&body, '{');
     if (seq)
         fu_buf_printf(&body, "\"seq\":%llu,", (unsigned long long)seq);
@@ -730,9 +740,10 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
                   "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
                   "\"fs\",\"table\":\"files\",\"index\":%lld,\"fields\":%s,\"rows\":[",
                   b->p->sid, b->source, b->source, storage_ms(b->p),
-                  b->p->fmap ? fu_fieldmap_fields_json(b->p->fmap)
-                             : "[\"path\",\"file_name\",\"size\",\"modified_time\","
-                               "\"created_time\",\"is_directory\"]");
+                  b->p->fmap  ? fu_fieldmap_fields_json(b->p->fmap)
+                  : b->arrays ? ARRAY_FIELDS
+                              : "[\"path\",\"file_name\",\"size\",\"modified_time\","
+                                "\"created_time\",\"is_directory\"]");
     fu_buf_append(&body, rows_json->data, rows_json->len);
     fu_buf_puts(&body, "]}]}");
     int rc = 0;
@@ -863,12 +874,23 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     bool audit = !strcmp(b->source, "audit");
     const struct fu_fieldmap *fmap = b->p->fmap;
     struct fu_buf frag = FU_BUF_INIT;
+    fu_buf_grow(&frag, n * ROW_BYTES); /* grown once, not copied over and over */
     struct fu_jw w;
     fu_jw_init(&w, &frag);
     uint64_t dirs = 0;
     for (size_t i = 0; i < n; i++) { /* encoded by this worker, without a lock */
         const struct fu_scan_entry *e = &v[i];
         dirs += e->is_dir;
+        if (b->arrays) {
+            fu_jw_arr_begin(&w);
+            fu_jw_str(&w, e->path, e->path_len);
+            fu_jw_uint(&w, e->size);
+            fu_jw_double(&w, e->mtime);
+            fu_jw_double(&w, e->ctime);
+            fu_jw_bool(&w, e->is_dir);
+            fu_jw_arr_end(&w);
+            continue;
+        }
         fu_jw_obj_begin(&w);
         if (fmap) { /* the same fields, projected */
             struct fu_fm_row r;
@@ -909,6 +931,10 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
     if (!rc) {
         if (b->rows)
             fu_buf_putc(&b->rows_json, ',');
+        else if (!b->rows_json.cap && n) /* room for the batch, at this chunk's row size */
+            fu_buf_grow(&b->rows_json, (frag.len / n + 1) * (b->p->batch_size < 100000
+                                                                 ? b->p->batch_size + n
+                                                                 : 100000));
         fu_buf_append(&b->rows_json, frag.data, frag.len);
         b->rows += n;
         if (b->rows >= b->p->batch_size) { /* full: this worker sends it */
@@ -945,7 +971,12 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
 {
     static const char *const sources[] = {"snapshot", "audit", "on_demand_job"};
     static const char *const names[] = {"snapshot", "audit", "on-demand scan"};
-    struct batcher b = {.p = p, .source = sources[kind]};
+    /* Snapshots and scans send their rows as arrays to a Fusion that takes them (audit rows
+     * carry optional fields; a fields_mapping projects its own keys): half the bytes, and
+     * neither side spends time on keys. */
+    struct batcher b = {.p = p,
+                        .source = sources[kind],
+                        .arrays = kind != WALK_AUDIT && !p->fmap && atomic_load(&p->fusion_arrays)};
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     for (; b.nconns < SEND_CONNS; b.nconns++) {

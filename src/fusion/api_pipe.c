@@ -258,6 +258,8 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
             fu_jw_ckey(&w, "view_incarnation");
             fu_jw_cstr(&w, token);
         }
+        fu_jw_ckey(&w, "row_arrays"); /* rows may come as arrays in "fields" order */
+        fu_jw_bool(&w, true);
         fu_jw_ckey(&w, "message");
         fu_jw_cstr(&w, "Session created successfully");
         fu_jw_obj_end(&w);
@@ -365,6 +367,7 @@ struct batch {
     struct fu_row *rows;
     size_t n, cap;
     struct fu_buf paths;
+    struct fu_buf norm; /* scratch: one row's normalised path */
     size_t skipped;
     bool has_scan_rows; /* snapshot or audit rows: leader only */
     bool audit_rows;
@@ -391,111 +394,186 @@ static bool num_of(const struct fu_jr *r, enum fu_json_tok t, double *out)
     return *out == *out; /* not NaN */
 }
 
+/* The row fields Fusion reads, by name (v1's FSRow and our additions); 0: another field. */
+enum {
+    F_OTHER,
+    F_PATH,
+    F_SIZE,
+    F_MTIME,
+    F_CTIME,
+    F_IS_DIR,
+    F_ATOMIC,
+    F_AUDIT_SKIPPED,
+    F_PARENT_MTIME,
+    F_PARENT_PATH
+};
+
+static int field_of(const struct fu_jr *r)
+{
+    return tok_is(r, "path") || tok_is(r, "file_path")        ? F_PATH
+           : tok_is(r, "size")                                ? F_SIZE
+           : tok_is(r, "modified_time")                       ? F_MTIME
+           : tok_is(r, "created_time")                        ? F_CTIME
+           : tok_is(r, "is_directory") || tok_is(r, "is_dir") ? F_IS_DIR
+           : tok_is(r, "is_atomic_write")                     ? F_ATOMIC
+           : tok_is(r, "audit_skipped")                       ? F_AUDIT_SKIPPED
+           : tok_is(r, "parent_mtime")                        ? F_PARENT_MTIME
+           : tok_is(r, "parent_path")                         ? F_PARENT_PATH
+                                                              : F_OTHER;
+}
+
+struct row_parse {
+    bool have_path, have_mtime, ok;
+};
+
+/* One field's value (token t, just read) into the row. Returns false if the JSON itself is
+ * broken (the reader holds the error). */
+static bool row_field(struct fu_jr *r, struct batch *b, struct fu_row *row, struct row_parse *st,
+                      int key, enum fu_json_tok t)
+{
+    double d;
+    if (key != F_OTHER && (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN)) {
+        skip_value(r, t); /* a known field with a container value: the row is bad */
+        st->ok = false;
+        return !r->err_msg;
+    }
+    switch (key) {
+    case F_PATH: {
+        if (t != FU_JSON_STRING || st->have_path) {
+            st->ok = st->ok && t == FU_JSON_STRING; /* path and file_path: the first wins */
+            break;
+        }
+        if (!r->str_len) { /* "" would mean the root of the view */
+            st->ok = false;
+            break;
+        }
+        const char *why;
+        if (fu_path_normalize(r->str, r->str_len, &b->norm, &why) < 0) {
+            st->ok = false;
+        } else {
+            row->path_off = b->paths.len;
+            row->path_len = b->norm.len;
+            fu_buf_append(&b->paths, b->norm.data, b->norm.len);
+            fu_buf_putc(&b->paths, '\0');
+            st->have_path = true;
+        }
+        break;
+    }
+    case F_SIZE:
+        if (t == FU_JSON_INT && r->i64 >= 0)
+            row->size = (uint64_t)r->i64;
+        else if (t == FU_JSON_DOUBLE && r->dbl >= 0 && r->dbl < 1.8e19 &&
+                 r->dbl == (double)(uint64_t)r->dbl)
+            row->size = (uint64_t)r->dbl;
+        else
+            st->ok = false;
+        break;
+    case F_MTIME:
+        if (t == FU_JSON_NULL) /* deletes may carry "modified_time": null */
+            break;
+        st->ok = st->ok && num_of(r, t, &row->mtime);
+        st->have_mtime = true;
+        break;
+    case F_CTIME:
+        if (t != FU_JSON_NULL)
+            st->ok = st->ok && num_of(r, t, &row->ctime);
+        break;
+    case F_IS_DIR:
+        st->ok = st->ok && (t == FU_JSON_TRUE || t == FU_JSON_FALSE);
+        row->is_dir = t == FU_JSON_TRUE;
+        break;
+    case F_ATOMIC:
+        if (t == FU_JSON_TRUE || t == FU_JSON_FALSE)
+            row->atomic = t == FU_JSON_TRUE;
+        else if (t != FU_JSON_NULL)
+            st->ok = false;
+        break;
+    case F_AUDIT_SKIPPED:
+        row->audit_skipped = t == FU_JSON_TRUE;
+        break;
+    case F_PARENT_MTIME:
+        if (num_of(r, t, &d))
+            row->parent_mtime = d;
+        break;
+    case F_PARENT_PATH: /* its presence turns on the parent-mtime check; the row's own path
+                           names it */
+        row->has_parent = t == FU_JSON_STRING;
+        break;
+    default:
+        skip_value(r, t);
+    }
+    return t != FU_JSON_ERROR && !r->err_msg;
+}
+
+/* A row's fields all read: whether it is usable. Deletes need only the path; upserts also
+ * need modified_time. A missing size is 0 and a missing is_directory false, as in Fustor
+ * v1's tree (payload.get(..., 0)): an agent whose fields_mapping projects them away still
+ * creates its files. */
+static bool row_done(struct fu_row *row, const struct row_parse *st)
+{
+    if (!st->have_path)
+        return false;
+    row->has_mtime = st->have_mtime;
+    row->op = st->have_mtime ? FU_ROW_UPSERT : FU_ROW_DELETE;
+    return st->ok;
+}
+
 /* Parses one row object (after its OBJ_BEGIN). Returns false if the row is unusable; the
  * reader is positioned after the row either way, unless the JSON itself is broken. */
 static bool parse_row(struct fu_jr *r, struct batch *b, struct fu_row *row)
 {
-    bool have_path = false, have_mtime = false, ok = true;
+    struct row_parse st = {.ok = true};
     enum fu_json_tok t;
     memset(row, 0, sizeof(*row));
     row->atomic = true;
     while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
-        int key = tok_is(r, "path") || tok_is(r, "file_path")        ? 1
-                  : tok_is(r, "size")                                ? 2
-                  : tok_is(r, "modified_time")                       ? 3
-                  : tok_is(r, "created_time")                        ? 4
-                  : tok_is(r, "is_directory") || tok_is(r, "is_dir") ? 5
-                  : tok_is(r, "is_atomic_write")                     ? 6
-                  : tok_is(r, "audit_skipped")                       ? 7
-                  : tok_is(r, "parent_mtime")                        ? 8
-                  : tok_is(r, "parent_path")                         ? 9
-                                                                     : 0;
-        t = fu_jr_next(r);
-        double d;
-        if (key && (t == FU_JSON_OBJ_BEGIN || t == FU_JSON_ARR_BEGIN)) {
-            skip_value(r, t); /* a known key with a container value: the row is bad */
-            if (r->err_msg)
-                return false;
+        int key = field_of(r);
+        if (!row_field(r, b, row, &st, key, fu_jr_next(r)))
+            return false;
+    }
+    return t == FU_JSON_OBJ_END && row_done(row, &st);
+}
+
+#define MAX_COLUMNS 64 /* of an event's "fields", for rows sent as arrays */
+
+/* Parses one row array (after its ARR_BEGIN): its values are the event's fields in order
+ * (`cols`, from "fields"; values past them are ignored). Same answer as parse_row. */
+static bool parse_row_array(struct fu_jr *r, struct batch *b, struct fu_row *row,
+                            const signed char *cols, size_t ncols)
+{
+    struct row_parse st = {.ok = true};
+    enum fu_json_tok t;
+    memset(row, 0, sizeof(*row));
+    row->atomic = true;
+    for (size_t i = 0; (t = fu_jr_next(r)) != FU_JSON_ARR_END; i++) {
+        if (t == FU_JSON_ERROR)
+            return false;
+        if (!row_field(r, b, row, &st, i < ncols ? cols[i] : F_OTHER, t))
+            return false;
+    }
+    return row_done(row, &st);
+}
+
+/* An event's "fields" (after its ARR_BEGIN): the column of each name, for rows sent as
+ * arrays. False (and no columns) when it is not a list of strings or is too long. */
+static bool parse_fields(struct fu_jr *r, signed char *cols, size_t *ncols)
+{
+    enum fu_json_tok t;
+    bool ok = true;
+    *ncols = 0;
+    while ((t = fu_jr_next(r)) != FU_JSON_ARR_END) {
+        if (t == FU_JSON_ERROR)
+            return false;
+        if (t != FU_JSON_STRING || *ncols == MAX_COLUMNS) {
+            skip_value(r, t);
             ok = false;
             continue;
         }
-        switch (key) {
-        case 1: {
-            if (t != FU_JSON_STRING || have_path) {
-                ok = ok && t == FU_JSON_STRING; /* path and file_path: the first wins */
-                break;
-            }
-            if (!r->str_len) { /* "" would mean the root of the view */
-                ok = false;
-                break;
-            }
-            struct fu_buf norm = FU_BUF_INIT;
-            const char *why;
-            if (fu_path_normalize(r->str, r->str_len, &norm, &why) < 0) {
-                ok = false;
-            } else {
-                row->path_off = b->paths.len;
-                row->path_len = norm.len;
-                fu_buf_append(&b->paths, norm.data, norm.len);
-                fu_buf_putc(&b->paths, '\0');
-                have_path = true;
-            }
-            fu_buf_free(&norm);
-            break;
-        }
-        case 2:
-            if (t == FU_JSON_INT && r->i64 >= 0)
-                row->size = (uint64_t)r->i64;
-            else if (t == FU_JSON_DOUBLE && r->dbl >= 0 && r->dbl < 1.8e19 &&
-                     r->dbl == (double)(uint64_t)r->dbl)
-                row->size = (uint64_t)r->dbl;
-            else
-                ok = false;
-            break;
-        case 3:
-            if (t == FU_JSON_NULL) /* deletes may carry "modified_time": null */
-                break;
-            ok = ok && num_of(r, t, &row->mtime);
-            have_mtime = true;
-            break;
-        case 4:
-            if (t != FU_JSON_NULL)
-                ok = ok && num_of(r, t, &row->ctime);
-            break;
-        case 5:
-            ok = ok && (t == FU_JSON_TRUE || t == FU_JSON_FALSE);
-            row->is_dir = t == FU_JSON_TRUE;
-            break;
-        case 6:
-            if (t == FU_JSON_TRUE || t == FU_JSON_FALSE)
-                row->atomic = t == FU_JSON_TRUE;
-            else if (t != FU_JSON_NULL)
-                ok = false;
-            break;
-        case 7:
-            row->audit_skipped = t == FU_JSON_TRUE;
-            break;
-        case 8:
-            if (num_of(r, t, &d))
-                row->parent_mtime = d;
-            break;
-        case 9: /* its presence turns on the parent-mtime check; the row's own path names it */
-            row->has_parent = t == FU_JSON_STRING;
-            break;
-        default:
-            skip_value(r, t);
-        }
-        if (t == FU_JSON_ERROR)
-            return false;
+        cols[(*ncols)++] = (signed char)field_of(r);
     }
-    if (!have_path)
-        return false;
-    row->has_mtime = have_mtime;
-    /* Deletes need only the path; upserts also need modified_time. A missing size is 0 and
-     * a missing is_directory false, as in Fustor v1's tree (payload.get(..., 0)): an agent
-     * whose fields_mapping projects them away still creates its files. */
-    row->op = have_mtime ? FU_ROW_UPSERT : FU_ROW_DELETE;
-    return ok;
+    if (!ok)
+        *ncols = 0;
+    return true;
 }
 
 /* Parses "events": [...]. Rows are appended to b with their event's op and source. */
@@ -511,12 +589,19 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
         }
         size_t first = b->n;
         int op = -2, src = FU_SRC_REALTIME; /* -2: event_type missing */
+        signed char cols[MAX_COLUMNS];
+        size_t ncols = 0; /* "fields" read before "rows": rows may be arrays */
         while ((t = fu_jr_next(r)) == FU_JSON_KEY) {
             bool k_type = tok_is(r, "event_type"), k_src = tok_is(r, "message_source");
             bool k_rows = tok_is(r, "rows"), k_index = tok_is(r, "index");
+            bool k_fields = tok_is(r, "fields");
             t = fu_jr_next(r);
             double idx;
-            if (k_index && num_of(r, t, &idx)) {
+            if (k_fields && t == FU_JSON_ARR_BEGIN) {
+                if (!parse_fields(r, cols, &ncols))
+                    return bad_json(resp, r);
+                t = FU_JSON_ARR_END;
+            } else if (k_index && num_of(r, t, &idx)) {
                 b->storage_now = idx / 1000.0;
             } else if (k_type) {
                 op = t != FU_JSON_STRING                                    ? -1
@@ -531,8 +616,8 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
                 while ((t = fu_jr_next(r)) != FU_JSON_ARR_END) {
                     if (t == FU_JSON_ERROR)
                         return bad_json(resp, r);
-                    if (t != FU_JSON_OBJ_BEGIN) {
-                        skip_value(r, t);
+                    if (t != FU_JSON_OBJ_BEGIN && (t != FU_JSON_ARR_BEGIN || !ncols)) {
+                        skip_value(r, t); /* not a row; or an array without "fields" before */
                         b->skipped++;
                         continue;
                     }
@@ -546,7 +631,8 @@ static bool parse_events(struct fu_jr *r, struct batch *b, struct fu_http_resp *
                         b->rows = v;
                         b->cap = cap;
                     }
-                    if (parse_row(r, b, &b->rows[b->n]))
+                    if (t == FU_JSON_OBJ_BEGIN ? parse_row(r, b, &b->rows[b->n])
+                                               : parse_row_array(r, b, &b->rows[b->n], cols, ncols))
                         b->n++;
                     else if (r->err_msg)
                         return bad_json(resp, r);
@@ -858,6 +944,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     }
     free(b.rows);
     fu_buf_free(&b.paths);
+    fu_buf_free(&b.norm);
     free(source_type);
     free(config_yaml);
     free(config_file);

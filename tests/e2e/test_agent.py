@@ -2,12 +2,14 @@
 tree and its snapshot shows up in Fusion's view; a second agent on the same pipe follows;
 when the leader goes away the follower takes over and snapshots; Fusion away at the start
 and the agent retries until it is back."""
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -455,6 +457,92 @@ class BlindSpots(unittest.TestCase):
         wait_for(lambda: self.node("/d0/hot.dat")["size"] == 6, timeout=15,
                  what="the sentinel's feedback")
         self.assertIn("/d0/hot.dat", suspects())  # changed: still being written
+
+
+class RecordingFusion(http.server.ThreadingHTTPServer):
+    """A stand-in Fusion that answers as v1 does (or, with arrays, says it takes rows as
+    arrays, as ours does) and records every ingest body."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.bodies = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path.rstrip("/") == "/api/v1/pipe/session":
+            answer = {"session_id": "s-1", "role": "leader", "is_leader": True,
+                      "session_timeout_seconds": 30, "message": "Session created successfully"}
+            if self.server.arrays:
+                answer["row_arrays"] = True
+        elif self.path.endswith("/events"):
+            with self.server.lock:
+                self.server.bodies.append(body)
+            answer = {"status": "ok"}
+        else:  # heartbeats, consistency markers
+            answer = {"status": "ok", "role": "leader"}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class RowFormat(unittest.TestCase):
+    """Snapshot rows go as v1's objects unless the Fusion's session answer says row_arrays;
+    then as arrays in the order of the event's fields (file_name left out)."""
+
+    def snapshot_rows(self, arrays):
+        root = tempfile.mkdtemp(prefix="fustor-e2e-rows-")
+        self.addCleanup(shutil.rmtree, root, True)
+        os.makedirs(f"{root}/d")
+        with open(f"{root}/d/f.txt", "w") as fh:
+            fh.write("hello")
+        fusion = RecordingFusion(arrays)
+        threading.Thread(target=fusion.serve_forever, daemon=True).start()
+        self.addCleanup(fusion.server_close)
+        self.addCleanup(fusion.shutdown)
+        a = Home("agent")
+        a.put("default.yaml", AGENT.format(agent_id="host-r", root=root,
+                                           rx=fusion.server_address[1]))
+        a.start_daemon(self)
+        wait_for(lambda: "snapshot done" in a.log_text(), timeout=20, what="the snapshot")
+        with fusion.lock:
+            events = [e for b in fusion.bodies for e in b.get("events", [])
+                      if e.get("message_source") == "snapshot"]
+        return events, os.stat(f"{root}/d/f.txt")
+
+    def test_objects_for_a_fusion_that_does_not_say_row_arrays(self):
+        events, st = self.snapshot_rows(False)
+        rows = [r for e in events for r in e["rows"]]
+        self.assertEqual(sorted(r["path"] for r in rows), ["/", "/d", "/d/f.txt"])
+        f = next(r for r in rows if r["path"] == "/d/f.txt")
+        self.assertEqual((f["file_name"], f["size"], f["is_directory"]), ("f.txt", 5, False))
+        self.assertEqual(f["modified_time"], st.st_mtime)
+        self.assertIn("file_name", events[0]["fields"])
+
+    def test_arrays_for_a_fusion_that_says_row_arrays(self):
+        events, st = self.snapshot_rows(True)
+        fields = ["path", "size", "modified_time", "created_time", "is_directory"]
+        self.assertTrue(all(e["fields"] == fields for e in events), events)
+        rows = [dict(zip(fields, r)) for e in events for r in e["rows"]]
+        self.assertTrue(all(isinstance(r, list) for e in events for r in e["rows"]))
+        self.assertEqual(sorted(r["path"] for r in rows), ["/", "/d", "/d/f.txt"])
+        f = next(r for r in rows if r["path"] == "/d/f.txt")
+        self.assertEqual((f["size"], f["is_directory"]), (5, False))
+        self.assertEqual((f["modified_time"], f["created_time"]), (st.st_mtime, st.st_ctime))
 
 
 if __name__ == "__main__":

@@ -325,6 +325,60 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual(os.fsencode(got), b"/raw/\xe9t\xe9.txt")
         a.close()
 
+    def test_rows_as_arrays_in_the_order_of_fields(self):
+        """Ours, negotiated: the session answer says row_arrays, and rows may then be arrays
+        whose values follow the event's "fields" (given before "rows")."""
+        a = V1Agent(self.recv, "push-1", "agent-arrays:p1")
+        status, resp = a.create_session()
+        self.assertEqual(status, 200, resp)
+        self.addCleanup(a.close)
+        self.assertIs(resp["row_arrays"], True)
+        fields = ["path", "size", "modified_time", "created_time", "is_directory", "note"]
+
+        def ev(rows, event_type="update", fields=fields, fields_first=True):
+            e = event(rows, event_type)
+            del e["fields"]
+            items = list(e.items())
+            if fields is not None:
+                items.insert(0 if fields_first else len(items), ("fields", fields))
+            return dict(items)
+
+        status, resp = a.push([ev([
+            ["/arrays", 0, 1000.0, 1000.0, True],
+            ["/arrays/a.txt", 5, 1000.5, 1000.25, False, {"any": "value"}, "past the fields"],
+            {"path": "/arrays/obj.txt", "size": 2, "modified_time": 1001.0},  # objects still
+            ["/arrays/bad.txt", "five", 1000.0, 1000.0, False],  # wrong type: skipped
+            ["/arrays/nomtime.txt", 1],  # an upsert without modified_time: skipped
+            ["/arrays/../escape", 1, 1.0, 1.0, False],  # a bad path: skipped
+            "not a row",
+        ])])
+        self.assertEqual(status, 200, resp)
+        self.assertEqual((resp["count"], resp["skipped"]), (3, 4), resp)
+        status, tree, _ = self.view("v1", "tree", "read-1", path="/arrays", max_depth=1)
+        self.assertEqual(status, 200, tree)
+        kids = {c["name"]: c for c in tree["children"]}
+        self.assertEqual(sorted(kids), ["a.txt", "obj.txt"])
+        self.assertEqual((kids["a.txt"]["size"], kids["a.txt"]["modified_time"],
+                          kids["a.txt"]["created_time"]), (5, 1000.5, 1000.25))
+        # Arrays without a "fields" list before them, or with a broken one, are not rows.
+        for e in (ev([["/arrays/late.txt", 1, 1.0, 1.0, False]], fields_first=False),
+                  ev([["/arrays/none.txt", 1, 1.0, 1.0, False]], fields=None),
+                  ev([["/arrays/num.txt", 1, 1.0, 1.0, False]], fields=[1, 2, 3, 4, 5])):
+            status, resp = a.push([e])
+            self.assertEqual((status, resp["count"], resp["skipped"]), (200, 0, 1), resp)
+        # A delete needs only the path.
+        status, resp = a.push([ev([["/arrays/a.txt"]], "delete", fields=["path"])])
+        self.assertEqual((status, resp["count"]), (200, 1), resp)
+        status, tree, _ = self.view("v1", "tree", "read-1", path="/arrays", max_depth=1)
+        self.assertEqual([c["name"] for c in tree["children"]], ["obj.txt"])
+        # Broken JSON inside an array row is still a 400 with a detail.
+        raw = ('{"session_id": "%s", "source_type": "message", "events": [{"event_type": '
+               '"update", "fields": ["path"], "rows": [["/x", ]]}]}' % a.session_id)
+        status, body, _ = request("POST", f"{self.recv}/api/v1/pipe/ingest/{a.session_id}/events",
+                                  "push-1", raw=raw.encode())
+        self.assertEqual(status, 400, body)
+        self.assertIn("detail", body)
+
     # -------------------------------------------------------------- auth
 
     def test_keys_are_checked_everywhere_and_scoped(self):

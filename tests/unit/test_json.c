@@ -414,6 +414,16 @@ static void test_doubles_round_trip_bit_exactly(void **state)
         assert_int_equal(fu_jr_next(&r), FU_JSON_DOUBLE);
         if (memcmp(&r.dbl, &v, sizeof(v)))
             fail_msg("%.17g written as %s read back as %.17g", v, b.data, r.dbl);
+        /* In fixed notation within 53 bits (|v| 10^k < 2^53), the fewest decimals: one fewer
+         * does not read back. (Beyond, nanosecond timestamps have their 9 decimals.) */
+        const char *dot = strchr(b.data, '.');
+        size_t k = dot && !strpbrk(b.data, "eE") ? strlen(dot + 1) : 0;
+        if ((k > 1 || (k == 1 && dot[1] != '0')) && fabs(v) * pow(10, (double)k) < 0x1p53) {
+            char shorter[64];
+            snprintf(shorter, sizeof(shorter), "%.*f", (int)k - 1, v);
+            if (strtod(shorter, NULL) == v)
+                fail_msg("%.17g written as %s, but %s reads back too", v, b.data, shorter);
+        }
         fu_jr_free(&r);
         fu_buf_free(&b);
     }

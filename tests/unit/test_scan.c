@@ -1,6 +1,7 @@
 /* The fs source's walk on real directories in a temporary tree: relative paths, symlinks
  * never followed, exclusions and file patterns, the audit's directory-mtime cache, parent
- * mtimes, non-recursive scans, stopping, and many entries over several workers. */
+ * mtimes, non-recursive scans, stopping, many entries over several workers, and the
+ * directories-only walk that skips leaves. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -370,6 +373,47 @@ static void test_scan_many_entries_over_several_workers(void **state)
     done(s);
 }
 
+/* Creates a subdirectory in /deep/leaf when that directory is reported: after its report, as
+ * after a watch on it. */
+static int collect_and_grow(void *ctx, const struct fu_scan_entry *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(e[i].path, "/deep/leaf"))
+            dir("/deep/leaf/late");
+    return collect(ctx, e, n);
+}
+
+static void test_dirs_only_walk_reports_every_directory_and_lists_no_leaf(void **state)
+{
+    (void)state;
+    dir("/deep");
+    dir("/deep/x");
+    dir("/deep/x/y");
+    dir("/deep/leaf");
+    put("/deep/x/y/file", "z");
+    struct fu_scan_opts o = {.root = root, .subpath = "/deep", .recursive = true,
+                             .dirs_only = true, .workers = 2};
+    struct fu_scan_stats st = {0};
+    struct seen *s = calloc(1, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    assert_int_equal(fu_scan(&o, collect_and_grow, s, &st), 0);
+    const char *want[] = {"/deep", "/deep/x", "/deep/x/y", "/deep/leaf", "/deep/leaf/late"};
+    assert_int_equal(s->n, sizeof(want) / sizeof(want[0]));
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        assert_true(find(s, want[i])->dir);
+    /* /deep/x/y and /deep/leaf/late hold no subdirectory: on a filesystem whose link counts
+     * say so, neither is listed (/deep/leaf is: the directory made after its report counts) */
+    struct statfs sf;
+    assert_int_equal(statfs(root, &sf), 0);
+    bool trusted = sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC ||
+                   sf.f_type == TMPFS_MAGIC;
+    assert_int_equal(st.leaves, trusted ? 2 : 0);
+    done(s);
+    char p[512];
+    snprintf(p, sizeof(p), "%s/deep", root);
+    nftw(p, rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_scan_stops_when_the_receiver_fails),
         cmocka_unit_test(test_scan_of_a_missing_root_fails),
         cmocka_unit_test(test_scan_many_entries_over_several_workers),
+        cmocka_unit_test(test_dirs_only_walk_reports_every_directory_and_lists_no_leaf),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

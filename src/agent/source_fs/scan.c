@@ -14,13 +14,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <fnmatch.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -271,6 +273,7 @@ struct walk {
     struct fu_scan_stats *stats;
     int rootfd;
     uint64_t root_dev;
+    bool leaf_ok; /* dirs_only: the root's filesystem counts subdirectories in link counts */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *stack;
@@ -566,7 +569,21 @@ static int do_dir(struct worker *k, struct job *j)
         .parent_mtime = j->parent_mtime,
     };
     int rc = add(k, j->path, strlen(j->path), j->parent, &e);
-    if (rc >= 0 && readable && (o->recursive || j->depth == 0))
+    bool list = readable && (o->recursive || j->depth == 0);
+    if (rc >= 0 && o->dirs_only) {
+        /* Reported (and so watched) before it is listed. Its link count, read after that, is
+         * 2 + its subdirectories where leaf_ok: at 2 there is nothing to list for, and one
+         * created since is the watch's to report. */
+        rc = flush(k);
+        struct statx nl;
+        if (rc >= 0 && list && w->leaf_ok && dev == w->root_dev &&
+            statx(fd, "", AT_EMPTY_PATH, STATX_NLINK, &nl) == 0 && (nl.stx_mask & STATX_NLINK) &&
+            nl.stx_nlink == 2) {
+            list = false;
+            atomic_fetch_add(&w->stats->leaves, 1);
+        }
+    }
+    if (rc >= 0 && list)
         rc = list_dir(k, j, fd, mtime, skipped && o->cache && !o->cache_fill);
     if (fd >= 0)
         close(fd);
@@ -646,6 +663,12 @@ int fu_scan(const struct fu_scan_opts *opts, fu_scan_emit emit, void *ctx,
         return err;
     }
     w.root_dev = ((uint64_t)major(st.st_dev) << 32) | minor(st.st_dev);
+    struct statfs sf;
+    /* ext2/3/4, XFS and tmpfs count a directory's subdirectories in its link count (ext4 says
+     * 1 past 65000: not 2). NFS, CIFS, btrfs (always 1), FUSE and others are not trusted. */
+    w.leaf_ok = o.dirs_only && fstatfs(w.rootfd, &sf) == 0 &&
+                (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC ||
+                 sf.f_type == TMPFS_MAGIC);
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
 

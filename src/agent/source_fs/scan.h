@@ -61,12 +61,16 @@ struct fu_scan_opts {
     bool recursive;                /* false: the start directory and its entries only */
     struct fu_dircache *cache;     /* audits (and snapshots that fill it); NULL for scans */
     bool cache_fill;               /* record directories' mtimes but list every one */
-    bool dirs_only;                /* directories only: files neither stated nor reported */
+    bool dirs_only;                /* directories only: files neither stated nor reported;
+                                      each directory is emitted before it is listed, and not
+                                      listed at all where its link count shows no
+                                      subdirectory (ext2/3/4, XFS, tmpfs) */
     size_t chunk;                  /* entries per emit call (default 256) */
 };
 
 struct fu_scan_stats {
     _Atomic uint64_t dirs, files, errors, skipped_dirs;
+    _Atomic uint64_t leaves; /* dirs_only: directories not listed (no subdirectory) */
 };
 
 /* Walks the tree. Returns 0, -errno when the start cannot be opened, or the first negative

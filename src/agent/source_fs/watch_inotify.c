@@ -458,9 +458,20 @@ static bool make_room(struct fu_watch *w, double t)
 
 /* ------------------------------------------------------------ watching */
 
+static int raw_watch(const struct fu_watch *w, const char *rel);
+static int raw_failed(struct fu_watch *w, const char *rel, int err, size_t watched);
+
 /* inotify_add_watch on a relative path: the wd, or -errno (the first errors are logged).
  * ENOSPC is the kernel's limit: ours becomes the `watched` directories that fit. */
 static int add_raw(struct fu_watch *w, const char *rel, size_t watched)
+{
+    int wd = raw_watch(w, rel);
+    return wd > 0 ? wd : raw_failed(w, rel, -wd, watched);
+}
+
+/* inotify_add_watch alone: the wd or -errno. Touches nothing of w but its descriptor (the
+ * initial walk's workers call it concurrently). */
+static int raw_watch(const struct fu_watch *w, const char *rel)
 {
     struct fu_buf full = FU_BUF_INIT;
     fu_buf_puts(&full, w->root);
@@ -469,8 +480,12 @@ static int add_raw(struct fu_watch *w, const char *rel, size_t watched)
     int wd = full.oom ? -1 : inotify_add_watch(w->fd, full.data, MASK);
     int err = full.oom ? ENOMEM : errno;
     fu_buf_free(&full);
-    if (wd > 0)
-        return wd;
+    return wd > 0 ? wd : -err;
+}
+
+/* After a failed inotify_add_watch: the limit, or the log. Returns -err. */
+static int raw_failed(struct fu_watch *w, const char *rel, int err, size_t watched)
+{
     if (err == ENOSPC) {
         w->kernel_limit = true;
         if (watched < w->limit)
@@ -564,40 +579,49 @@ struct initial {
     size_t n, cap;
     struct fu_buf paths; /* NUL-terminated, found by offset (the arena moves as it grows) */
     size_t watched;
+    size_t trying; /* watches being added outside the lock */
 };
 
 static int collect_dirs(void *ctx, const struct fu_scan_entry *v, size_t n)
 {
     struct initial *in = ctx;
     int rc = 0;
-    pthread_mutex_lock(&in->mu);
     for (size_t i = 0; i < n && !rc; i++) {
         if (!v[i].is_dir)
             continue;
+        /* Watched as soon as found while the limit allows, as when there is none (nothing
+         * created meanwhile is missed); past it, the ranking after the walk decides. The
+         * kernel call is made outside the lock: the workers only wait for each other in it. */
+        pthread_mutex_lock(&in->mu);
+        bool try = in->watched + in->trying < in->w->limit;
+        in->trying += try;
+        pthread_mutex_unlock(&in->mu);
+        int wd = try ? raw_watch(in->w, v[i].path) : 0;
+        pthread_mutex_lock(&in->mu);
+        in->trying -= try;
+        if (wd < 0)
+            wd = raw_failed(in->w, v[i].path, -wd, in->watched);
+        in->watched += wd > 0;
         if (in->n == in->cap) {
             size_t cap = in->cap ? in->cap * 2 : 1024;
             struct rec *r = cap < NONE ? realloc(in->v, cap * sizeof(*r)) : NULL;
             if (!r) {
-                rc = -ENOMEM;
-                break;
+                if (wd > 0)
+                    inotify_rm_watch(in->w->fd, wd);
+                pthread_mutex_unlock(&in->mu);
+                return -ENOMEM;
             }
             in->v = r;
             in->cap = cap;
         }
         struct rec *r = &in->v[in->n++];
-        *r = (struct rec){.off = in->paths.len, .len = (uint32_t)v[i].path_len};
+        *r = (struct rec){.off = in->paths.len, .len = (uint32_t)v[i].path_len, .wd = wd};
         r->heat = v[i].mtime;
         fu_buf_append(&in->paths, v[i].path, v[i].path_len + 1);
-        /* Watched as soon as found while the limit allows, as when there is none (nothing
-         * created meanwhile is missed); past it, the ranking after the walk decides. */
-        if (in->watched < in->w->limit) {
-            r->wd = add_raw(in->w, v[i].path, in->watched);
-            in->watched += r->wd > 0;
-        }
+        if (in->paths.oom)
+            rc = -ENOMEM;
+        pthread_mutex_unlock(&in->mu);
     }
-    if (in->paths.oom)
-        rc = -ENOMEM;
-    pthread_mutex_unlock(&in->mu);
     return rc;
 }
 

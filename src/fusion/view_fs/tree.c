@@ -2,6 +2,7 @@
  * may be 10,000 levels deep and a recursive walk would overflow the stack. */
 #include "fusion/view_fs/tree.h"
 
+#include "common/bigmem.h"
 #include "common/probe.h"
 #include "fusion/view_fs/state_io.h"
 
@@ -11,6 +12,7 @@
 #include <xxhash.h>
 
 #define NODE_CHUNK 65536u     /* nodes per arena chunk (4 MiB) */
+#define NODE_BYTES (NODE_CHUNK * sizeof(struct fu_node))
 #define HEAP_CHUNK (1u << 20) /* bytes per name heap chunk */
 #define MAX_NAME 32767u       /* the longest name a 2-byte length prefix holds */
 #define LINEAGE_MAX 65535u
@@ -34,7 +36,7 @@ static fu_nid node_alloc(struct fu_tree *t)
         if (!c)
             return FU_NID_NONE;
         t->chunks = c;
-        c[t->nchunks] = malloc(NODE_CHUNK * sizeof(struct fu_node));
+        c[t->nchunks] = fu_big_alloc(NODE_BYTES);
         if (!c[t->nchunks])
             return FU_NID_NONE;
         t->nchunks++;
@@ -100,7 +102,7 @@ static void names_slot_insert(struct fu_names *h, uint32_t off)
 static int names_grow(struct fu_names *h)
 {
     size_t n = h->nslots ? h->nslots * 2 : 1024;
-    uint32_t *s = malloc(n * sizeof(*s));
+    uint32_t *s = fu_big_alloc(n * sizeof(*s));
     if (!s)
         return -ENOMEM;
     memset(s, 0xFF, n * sizeof(*s));
@@ -112,7 +114,7 @@ static int names_grow(struct fu_names *h)
     for (size_t i = 0; i < oldn; i++)
         if (old[i] != UINT32_MAX)
             names_slot_insert(h, old[i]);
-    free(old);
+    fu_big_free(old, oldn * sizeof(*old));
     return 0;
 }
 
@@ -143,7 +145,7 @@ static void names_free(struct fu_names *h)
     for (size_t i = 0; i < h->nchunks; i++)
         free(h->chunks[i]);
     free(h->chunks);
-    free(h->slots);
+    fu_big_free(h->slots, h->nslots * sizeof(*h->slots));
     memset(h, 0, sizeof(*h));
 }
 
@@ -335,10 +337,12 @@ static uint64_t hash_of(fu_nid parent, const char *name, size_t len)
     return XXH3_64bits_withSeed(name, len, parent);
 }
 
-/* A slot's tag: the hash's top 16 bits, which the home (its low bits) does not use. */
-static uint16_t tag_of(uint64_t h)
+/* A slot's tag: the hash's low 32 bits. The home is the tag's low bits (the table never has more
+ * than 2^32 slots), so a growing table re-homes every slot from its tag alone, without reading
+ * a node or a name; the tag's bits above the home filter probes. */
+static uint32_t tag_of(uint64_t h)
 {
-    return (uint16_t)(h >> 48);
+    return (uint32_t)h;
 }
 
 static bool node_is(const struct fu_tree *t, fu_nid id, fu_nid parent, const char *name, size_t len)
@@ -354,12 +358,12 @@ fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size
 {
     size_t mask = t->nslots - 1;
     uint64_t h = hash_of(dir, name, len);
-    uint16_t tag = tag_of(h);
+    uint32_t tag = tag_of(h);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        fu_nid id = t->slots[i];
+        fu_nid id = t->slots[i].id;
         if (id == FU_NID_NONE)
             return FU_NID_NONE;
-        if (t->tags[i] == tag && node_is(t, id, dir, name, len))
+        if (t->slots[i].tag == tag && node_is(t, id, dir, name, len))
             return id;
     }
 }
@@ -372,39 +376,34 @@ static uint64_t node_hash(const struct fu_tree *t, fu_nid id)
     return hash_of(fu_tree_node(t, id)->parent, name, len);
 }
 
-static void slot_put(struct fu_tree *t, fu_nid id, uint64_t h)
+static void slot_put(struct fu_tree *t, fu_nid id, uint32_t tag)
 {
     size_t mask = t->nslots - 1;
-    size_t i = h & mask;
-    while (t->slots[i] != FU_NID_NONE)
+    size_t i = tag & mask;
+    while (t->slots[i].id != FU_NID_NONE)
         i = (i + 1) & mask;
-    t->slots[i] = id;
-    t->tags[i] = tag_of(h);
+    t->slots[i] = (struct fu_slot){id, tag};
     t->used_slots++;
 }
 
 static int grow_slots(struct fu_tree *t)
 {
     size_t n = t->nslots ? t->nslots * 2 : 1024;
-    uint32_t *s = malloc(n * sizeof(*s));
-    uint16_t *g = malloc(n * sizeof(*g));
-    if (!s || !g) {
-        free(s);
-        free(g);
+    if (n > (size_t)UINT32_MAX + 1)
+        return -ENOMEM; /* the tags hold 32 bits of home */
+    struct fu_slot *s = fu_big_alloc(n * sizeof(*s));
+    if (!s)
         return -ENOMEM;
-    }
     memset(s, 0xFF, n * sizeof(*s));
-    uint32_t *old = t->slots;
+    struct fu_slot *old = t->slots;
     size_t oldn = t->nslots;
-    free(t->tags);
     t->slots = s;
-    t->tags = g;
     t->nslots = n;
     t->used_slots = 0;
     for (size_t i = 0; i < oldn; i++)
-        if (old[i] != FU_NID_NONE)
-            slot_put(t, old[i], node_hash(t, old[i]));
-    free(old);
+        if (old[i].id != FU_NID_NONE)
+            slot_put(t, old[i].id, old[i].tag);
+    fu_big_free(old, oldn * sizeof(*old));
     return 0;
 }
 
@@ -413,21 +412,20 @@ static void slot_remove(struct fu_tree *t, fu_nid id)
 {
     size_t mask = t->nslots - 1;
     size_t i = node_hash(t, id) & mask;
-    while (t->slots[i] != id)
+    while (t->slots[i].id != id)
         i = (i + 1) & mask;
     for (size_t j = i;;) {
         j = (j + 1) & mask;
-        fu_nid o = t->slots[j];
-        if (o == FU_NID_NONE)
+        struct fu_slot o = t->slots[j];
+        if (o.id == FU_NID_NONE)
             break;
         /* Move o back to i unless its home lies cyclically in (i, j]. */
-        if (!fu_probe_stays(i, j, node_hash(t, o) & mask)) {
+        if (!fu_probe_stays(i, j, o.tag & mask)) {
             t->slots[i] = o;
-            t->tags[i] = t->tags[j];
             i = j;
         }
     }
-    t->slots[i] = FU_NID_NONE;
+    t->slots[i].id = FU_NID_NONE;
     t->used_slots--;
 }
 
@@ -463,7 +461,7 @@ static int node_new(struct fu_tree *t, fu_nid parent, const char *name, size_t l
         if (p->first_child != FU_NID_NONE)
             fu_tree_node(t, p->first_child)->prev = id;
         p->first_child = id;
-        slot_put(t, id, hash_of(parent, name, len));
+        slot_put(t, id, tag_of(hash_of(parent, name, len)));
         struct delta d = {is_dir ? 0 : 1, is_dir ? 1 : 0, 0, 0};
         propagate(t, parent, &d);
         if (is_dir)
@@ -577,11 +575,10 @@ int fu_tree_init(struct fu_tree *t)
 void fu_tree_free(struct fu_tree *t)
 {
     for (size_t i = 0; i < t->nchunks; i++)
-        free(t->chunks[i]);
+        fu_big_free(t->chunks[i], NODE_BYTES);
     free(t->chunks);
     names_free(&t->names);
-    free(t->slots);
-    free(t->tags);
+    fu_big_free(t->slots, t->nslots * sizeof(*t->slots));
     free(t->aggs);
     fu_strv_free(&t->lineages);
     free(t->dc_path);
@@ -891,7 +888,7 @@ size_t fu_tree_memory(const struct fu_tree *t)
 {
     size_t m = t->nchunks * (size_t)NODE_CHUNK * sizeof(struct fu_node);
     m += t->names.nchunks * (size_t)HEAP_CHUNK + t->names.nslots * sizeof(uint32_t);
-    m += t->nslots * (sizeof(uint32_t) + sizeof(uint16_t)); /* slots and tags */
+    m += t->nslots * sizeof(*t->slots); /* node ids and tags */
     m += t->aggs_cap * sizeof(struct fu_agg);
     return m;
 }
@@ -963,7 +960,9 @@ void fu_tree_dump(const struct fu_tree *t, struct fu_buf *out)
 
     fu_state_put_u64(out, t->nslots);
     fu_state_put_u64(out, t->used_slots);
-    fu_buf_append(out, t->slots, t->nslots * sizeof(*t->slots));
+    unsigned char *ids = fu_state_reserve(out, t->nslots * 4);
+    for (size_t i = 0; ids && i < t->nslots; i++)
+        memcpy(ids + i * 4, &t->slots[i].id, 4);
 
     fu_state_put_u32(out, t->naggs);
     fu_state_put_u32(out, t->agg_free);
@@ -988,10 +987,11 @@ void fu_tree_dump(const struct fu_tree *t, struct fu_buf *out)
     }
 }
 
-/* A power of two no smaller than the first size the code allocates. */
+/* A power of two no smaller than the first size the code allocates, and no larger than 2^32
+ * (the most a 32-bit tag homes). */
 static bool slots_size_ok(uint64_t n)
 {
-    return n >= 1024 && !(n & (n - 1));
+    return n >= 1024 && n <= (uint64_t)UINT32_MAX + 1 && !(n & (n - 1));
 }
 
 /* One chunk of the name heap: entries back to back from 0 to `used`. Marks where each starts
@@ -1085,7 +1085,7 @@ static int load_names(struct fu_names *h, struct fu_state_rd *r, unsigned char *
     if (r->bad || total != bytes || !slots_size_ok(nslots) || nused > nslots ||
         nused * 4 > nslots * 3 || nused != entries || !fu_state_room(r, nslots, 4))
         return -EINVAL;
-    if (!(h->slots = malloc(nslots * sizeof(*h->slots))))
+    if (!(h->slots = fu_big_alloc(nslots * sizeof(*h->slots))))
         return -ENOMEM;
     h->nslots = nslots;
     h->nused = nused;
@@ -1131,7 +1131,7 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
     for (size_t c = 0; c < nchunks; c++) {
         size_t n =
             t->nnodes - c * NODE_CHUNK < NODE_CHUNK ? t->nnodes - c * NODE_CHUNK : NODE_CHUNK;
-        if (!(t->chunks[c] = malloc(NODE_CHUNK * sizeof(struct fu_node))))
+        if (!(t->chunks[c] = fu_big_alloc(NODE_BYTES)))
             return -ENOMEM;
         t->nchunks++;
         fu_state_get(r, t->chunks[c], n * sizeof(struct fu_node));
@@ -1145,12 +1145,15 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
     if (r->bad || !slots_size_ok(nslots) || used > nslots || used * 4 > nslots * 3 ||
         !fu_state_room(r, nslots, 4))
         return -EINVAL;
-    if (!(t->slots = malloc(nslots * sizeof(*t->slots))) ||
-        !(t->tags = malloc(nslots * sizeof(*t->tags))))
+    if (!(t->slots = fu_big_alloc(nslots * sizeof(*t->slots))))
         return -ENOMEM;
     t->nslots = nslots;
     t->used_slots = used;
-    fu_state_get(r, t->slots, nslots * 4);
+    const unsigned char *ids = fu_state_take(r, nslots * 4);
+    if (!ids)
+        memset(t->slots, 0xFF, nslots * sizeof(*t->slots));
+    for (size_t i = 0; ids && i < nslots; i++)
+        memcpy(&t->slots[i].id, ids + i * 4, 4); /* the tags: computed by the check */
 
     t->naggs = fu_state_u32(r);
     t->agg_free = fu_state_u32(r);
@@ -1313,7 +1316,7 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
     memset(visited, 0, ((size_t)t->nnodes + 63) / 64 * 8);
     size_t n = 0;
     for (size_t i = 0; i < t->nslots; i++) {
-        fu_nid id = t->slots[i];
+        fu_nid id = t->slots[i].id;
         if (id == FU_NID_NONE)
             continue;
         if (id >= t->nnodes || id == FU_NID_ROOT || (fu_tree_node(t, id)->flags & FU_N_FREE) ||
@@ -1325,25 +1328,25 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
         return false;
     /* The tags are not saved: each occupied slot's hash, from its node. */
     for (size_t i = 0; i < t->nslots; i++) {
-        if (i + 16 < t->nslots && t->slots[i + 16] != FU_NID_NONE)
-            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16]));
-        if (i + 8 < t->nslots && t->slots[i + 8] != FU_NID_NONE) {
-            uint32_t off = fu_tree_node(t, t->slots[i + 8])->name_off;
+        if (i + 16 < t->nslots && t->slots[i + 16].id != FU_NID_NONE)
+            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16].id));
+        if (i + 8 < t->nslots && t->slots[i + 8].id != FU_NID_NONE) {
+            uint32_t off = fu_tree_node(t, t->slots[i + 8].id)->name_off;
             __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
         }
-        if (t->slots[i] != FU_NID_NONE)
-            t->tags[i] = tag_of(node_hash(t, t->slots[i]));
+        if (t->slots[i].id != FU_NID_NONE)
+            t->slots[i].tag = tag_of(node_hash(t, t->slots[i].id));
     }
     for (size_t i = 0; i < t->nslots; i++) {
         /* The node of a slot ahead, and the name of one nearer, are on their way meanwhile
          * (every slot was checked above: below nnodes, or empty). */
-        if (i + 16 < t->nslots && t->slots[i + 16] != FU_NID_NONE)
-            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16]));
-        if (i + 8 < t->nslots && t->slots[i + 8] != FU_NID_NONE) {
-            uint32_t off = fu_tree_node(t, t->slots[i + 8])->name_off;
+        if (i + 16 < t->nslots && t->slots[i + 16].id != FU_NID_NONE)
+            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16].id));
+        if (i + 8 < t->nslots && t->slots[i + 8].id != FU_NID_NONE) {
+            uint32_t off = fu_tree_node(t, t->slots[i + 8].id)->name_off;
             __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
         }
-        fu_nid id = t->slots[i];
+        fu_nid id = t->slots[i].id;
         if (id == FU_NID_NONE)
             continue;
         size_t len;
@@ -1384,7 +1387,7 @@ int fu_tree_load(struct fu_tree *t, struct fu_state_rd *r)
 void fu_tree_reset(struct fu_tree *t)
 {
     for (size_t i = 1; i < t->nchunks; i++)
-        free(t->chunks[i]);
+        fu_big_free(t->chunks[i], NODE_BYTES);
     t->nchunks = t->nchunks ? 1 : 0;
     t->nnodes = 0;
     t->free_head = FU_NID_NONE;

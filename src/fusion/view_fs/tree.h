@@ -80,6 +80,10 @@ struct fu_names {
     size_t nused;
 };
 
+struct fu_slot {
+    uint32_t id, tag;
+};
+
 struct fu_tree {
     struct fu_node **chunks; /* node arena: chunks of FU_TREE_CHUNK nodes */
     size_t nchunks;
@@ -89,10 +93,10 @@ struct fu_tree {
     struct fu_names names;
     uint64_t released_names; /* name bytes of nodes freed since the last compaction */
     uint32_t released_nodes; /* nodes freed since the last compaction */
-    uint32_t *slots;         /* hash index: node ids, FU_NID_NONE when empty */
-    uint16_t *tags;          /* per slot, 16 bits of its (parent, name) hash that the home
-                                does not use: a probe reads a node only on a tag match (not
-                                saved: computed again at load) */
+    struct fu_slot *slots;   /* hash index: node ids (FU_NID_NONE when empty), each beside
+                                the low 32 bits of its (parent, name) hash, its tag: the home
+                                comes from it when the table grows, and a probe reads a node
+                                only on a tag match (tags are not saved: computed at load) */
     size_t nslots;           /* a power of two */
     size_t used_slots;
     struct fu_agg *aggs; /* aggregate records of directories */

@@ -299,6 +299,8 @@ int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size
     return rc;
 }
 
+#define PREFETCH_AHEAD 4 /* rows: the index slot of a row is loaded while those before apply */
+
 struct applied {
     bool reset, ended;
     size_t gone;
@@ -316,8 +318,12 @@ static struct applied apply_locked(struct fu_view *v, const struct fu_row *rows,
     if (storage_now > 0)
         fu_clock_seed(v->fs.clock, recv_time, storage_now);
     uint16_t lineage = fu_tree_lineage(&v->tree, agent_id, source_uri, pipe_id);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n)
+            fu_tree_prefetch(&v->tree, paths + rows[i + PREFETCH_AHEAD].path_off,
+                             rows[i + PREFETCH_AHEAD].path_len);
         fu_fs_apply(&v->fs, &rows[i], paths + rows[i].path_off, recv_time, lineage);
+    }
     v->rows_applied += n;
     if ((flags & FU_APPLY_AUDIT_END) && v->fs.auditing) {
         a.gone = fu_fs_audit_end_pipe(&v->fs, recv_time, pipe_id);

@@ -598,6 +598,16 @@ static fu_nid walk_start(const struct fu_tree *t, const char *path, size_t len, 
     return t->dc_id;
 }
 
+void fu_tree_prefetch(const struct fu_tree *t, const char *path, size_t len)
+{
+    size_t i;
+    fu_nid dir = walk_start(t, path, len, &i);
+    if (dir == FU_NID_ROOT || i + 1 >= len)
+        return;
+    uint64_t h = hash_of(dir, path + i + 1, len - i - 1);
+    __builtin_prefetch(&t->slots[h & (t->nslots - 1)]);
+}
+
 /* Remembers directory `dir` as the one at path[0..len). */
 static void remember_dir(struct fu_tree *t, const char *path, size_t len, fu_nid dir)
 {

@@ -137,6 +137,11 @@ static inline const struct fu_agg *fu_tree_agg(const struct fu_tree *t, fu_nid d
 /* `path` must be normalised (fu_path_normalize). FU_NID_NONE when absent. */
 fu_nid fu_tree_lookup(const struct fu_tree *t, const char *path, size_t len);
 fu_nid fu_tree_child(const struct fu_tree *t, fu_nid dir, const char *name, size_t len);
+/* A hint: starts loading the index slot where a lookup of `path` (normalised) will begin,
+ * when its parent is the directory the last upsert went to (as for a batch of a directory's
+ * entries). A random slot of a large index misses the cache; asked a few rows ahead, the
+ * miss overlaps the rows between. */
+void fu_tree_prefetch(const struct fu_tree *t, const char *path, size_t len);
 
 /* Creates or updates the entry at `path`, creating missing parent directories (mtime 0).
  * A file where a directory is wanted, or the reverse, is replaced (its subtree removed).

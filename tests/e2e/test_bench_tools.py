@@ -1,6 +1,7 @@
 """The benchmark suite's own tools, run small: the generated tree holds what its shape says,
-bench_apply applies every row, bench_create writes every file with its time, and bench_load
-counts requests, errors and reconnects against a real Fusion. (The figures are not checked:
+bench_apply applies every row, bench_create writes every file with its time, bench_load
+counts requests, errors and reconnects against a real Fusion, and the snapshot benchmark
+times an agent until Fusion holds every file. (The figures are not checked:
 timing belongs to `make bench`, not to the tests.)"""
 import json
 import os
@@ -124,6 +125,24 @@ pipes:
         rc, res, err = self.load("-c", "0", f"{self.api}/health")
         self.assertEqual(rc, 2)
         self.assertIn("usage", err)
+
+
+class Snapshot(unittest.TestCase):
+    def test_a_snapshot_is_timed_until_fusion_holds_every_file(self):
+        import agent_snapshot
+        tmp = tempfile.mkdtemp(prefix="fustor-e2e-benchsnap-")
+        self.addCleanup(shutil.rmtree, tmp)
+        shape = tree.build(f"{tmp}/t", 40, 5)
+        cpu = {}
+        dt, hwm, rss0, st = agent_snapshot.index(os.path.dirname(binary("fustor-agent")), shape,
+                                                 keep=True, cpu=cpu)
+        self.addCleanup(st.stop)
+        self.assertGreater(dt, 0)
+        self.assertGreater(hwm, 0)
+        self.assertGreater(rss0, 0)
+        self.assertEqual(sorted(cpu), ["agent_cpu_s", "fusion_cpu_s", "steal_s"])
+        self.assertTrue(all(v >= 0 for v in cpu.values()), cpu)
+        self.assertIn("snapshot done", st.agent_log())
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ static fu_nid node_alloc(struct fu_tree *t)
         if (!c)
             return FU_NID_NONE;
         t->chunks = c;
-        c[t->nchunks] = fu_big_alloc(NODE_BYTES);
+        c[t->nchunks] = malloc(NODE_BYTES);
         if (!c[t->nchunks])
             return FU_NID_NONE;
         t->nchunks++;
@@ -575,7 +575,7 @@ int fu_tree_init(struct fu_tree *t)
 void fu_tree_free(struct fu_tree *t)
 {
     for (size_t i = 0; i < t->nchunks; i++)
-        fu_big_free(t->chunks[i], NODE_BYTES);
+        free(t->chunks[i]);
     free(t->chunks);
     names_free(&t->names);
     fu_big_free(t->slots, t->nslots * sizeof(*t->slots));
@@ -1141,7 +1141,7 @@ static int load_arrays(struct fu_tree *t, struct fu_state_rd *r, unsigned char *
     for (size_t c = 0; c < nchunks; c++) {
         size_t n =
             t->nnodes - c * NODE_CHUNK < NODE_CHUNK ? t->nnodes - c * NODE_CHUNK : NODE_CHUNK;
-        if (!(t->chunks[c] = fu_big_alloc(NODE_BYTES)))
+        if (!(t->chunks[c] = malloc(NODE_BYTES)))
             return -ENOMEM;
         t->nchunks++;
         fu_state_get(r, t->chunks[c], n * sizeof(struct fu_node));
@@ -1397,7 +1397,7 @@ int fu_tree_load(struct fu_tree *t, struct fu_state_rd *r)
 void fu_tree_reset(struct fu_tree *t)
 {
     for (size_t i = 1; i < t->nchunks; i++)
-        fu_big_free(t->chunks[i], NODE_BYTES);
+        free(t->chunks[i]);
     t->nchunks = t->nchunks ? 1 : 0;
     t->nnodes = 0;
     t->free_head = FU_NID_NONE;

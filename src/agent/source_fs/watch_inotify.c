@@ -458,17 +458,6 @@ static bool make_room(struct fu_watch *w, double t)
 
 /* ------------------------------------------------------------ watching */
 
-static int raw_watch(const struct fu_watch *w, const char *rel);
-static int raw_failed(struct fu_watch *w, const char *rel, int err, size_t watched);
-
-/* inotify_add_watch on a relative path: the wd, or -errno (the first errors are logged).
- * ENOSPC is the kernel's limit: ours becomes the `watched` directories that fit. */
-static int add_raw(struct fu_watch *w, const char *rel, size_t watched)
-{
-    int wd = raw_watch(w, rel);
-    return wd > 0 ? wd : raw_failed(w, rel, -wd, watched);
-}
-
 /* inotify_add_watch alone: the wd or -errno. Touches nothing of w but its descriptor (the
  * initial walk's workers call it concurrently). */
 static int raw_watch(const struct fu_watch *w, const char *rel)
@@ -494,6 +483,14 @@ static int raw_failed(struct fu_watch *w, const char *rel, int err, size_t watch
         fu_warn("watch %s: cannot watch %s: %s", w->root, rel, strerror(err));
     }
     return -err;
+}
+
+/* inotify_add_watch on a relative path: the wd, or -errno (the first errors are logged).
+ * ENOSPC is the kernel's limit: ours becomes the `watched` directories that fit. */
+static int add_raw(struct fu_watch *w, const char *rel, size_t watched)
+{
+    int wd = raw_watch(w, rel);
+    return wd > 0 ? wd : raw_failed(w, rel, -wd, watched);
 }
 
 /* A directory found at run time (created, moved in, or below one): watched, with the

@@ -1220,6 +1220,18 @@ static bool bit_test_set(uint64_t *bits, uint32_t i)
     return was;
 }
 
+/* In a pass over the index slots at slot i: the node of a slot ahead, and the name of one
+ * nearer, are on their way meanwhile (every slot was checked: below nnodes, or empty). */
+static void prefetch_ahead(const struct fu_tree *t, size_t i)
+{
+    if (i + 16 < t->nslots && t->slots[i + 16].id != FU_NID_NONE)
+        __builtin_prefetch(fu_tree_node(t, t->slots[i + 16].id));
+    if (i + 8 < t->nslots && t->slots[i + 8].id != FU_NID_NONE) {
+        uint32_t off = fu_tree_node(t, t->slots[i + 8].id)->name_off;
+        __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
+    }
+}
+
 /* Everything tree.c relies on, over the loaded arrays. `owner` and `queue` (an entry per
  * aggregate record) and `visited` (a bit per node, zeroed) are scratch. */
 static bool check_structure(const struct fu_tree *t, const unsigned char *starts, uint32_t *owner,
@@ -1338,24 +1350,12 @@ static bool check_structure(const struct fu_tree *t, const unsigned char *starts
         return false;
     /* The tags are not saved: each occupied slot's hash, from its node. */
     for (size_t i = 0; i < t->nslots; i++) {
-        if (i + 16 < t->nslots && t->slots[i + 16].id != FU_NID_NONE)
-            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16].id));
-        if (i + 8 < t->nslots && t->slots[i + 8].id != FU_NID_NONE) {
-            uint32_t off = fu_tree_node(t, t->slots[i + 8].id)->name_off;
-            __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
-        }
+        prefetch_ahead(t, i);
         if (t->slots[i].id != FU_NID_NONE)
             t->slots[i].tag = tag_of(node_hash(t, t->slots[i].id));
     }
     for (size_t i = 0; i < t->nslots; i++) {
-        /* The node of a slot ahead, and the name of one nearer, are on their way meanwhile
-         * (every slot was checked above: below nnodes, or empty). */
-        if (i + 16 < t->nslots && t->slots[i + 16].id != FU_NID_NONE)
-            __builtin_prefetch(fu_tree_node(t, t->slots[i + 16].id));
-        if (i + 8 < t->nslots && t->slots[i + 8].id != FU_NID_NONE) {
-            uint32_t off = fu_tree_node(t, t->slots[i + 8].id)->name_off;
-            __builtin_prefetch(t->names.chunks[off / HEAP_CHUNK] + off % HEAP_CHUNK);
-        }
+        prefetch_ahead(t, i);
         fu_nid id = t->slots[i].id;
         if (id == FU_NID_NONE)
             continue;

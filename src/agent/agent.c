@@ -962,6 +962,17 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
 
 enum walk_kind { WALK_SNAPSHOT, WALK_AUDIT, WALK_SCAN };
 
+/* Before a walk lists a directory: that the watcher watches it (a snapshot may start while
+ * inotify's initial walk is still under way), or that the pipe stops. */
+static int gate_dir(void *ctx, const char *path)
+{
+    struct pipe_rt *p = ctx;
+    while (!fu_source_gate(p->src->s, path, 0.25))
+        if (stopping(p))
+            return -ECANCELED;
+    return 0;
+}
+
 /* A walk sent to Fusion: the leader's snapshot (then its end marker), the leader's audit
  * (rows with parent mtimes and audit_skipped from the directory-mtime cache, then the end
  * marker and consistency/audit/end), or an on-demand scan of `subpath` (then job_complete
@@ -1010,6 +1021,8 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         .cache = kind != WALK_SCAN ? p->dircache : NULL,
         .cache_fill = kind == WALK_SNAPSHOT,
         .chunk = p->batch_size < 256 ? p->batch_size : 256,
+        .before_dir = gate_dir,
+        .before_ctx = p,
     };
     struct fu_scan_stats st = {0};
     double t0 = wall();

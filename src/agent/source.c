@@ -7,6 +7,7 @@
 #include "agent/source_fs/watch_inotify.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sets.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -31,11 +32,57 @@ struct fu_source {
     int wakefd;
     _Atomic bool stop, ready;
     _Atomic size_t watches, failed, unwatched;
+    /* While inotify's initial walk is under way (`walking`), a snapshot may already list the
+     * directories watched so far (`watched`); it waits in fu_source_gate for the others. */
+    _Atomic bool walking;
+    pthread_mutex_t gmu;
+    pthread_cond_t gcv;
+    struct fu_pathmap watched;
+    bool gate_oom; /* a directory could not be recorded: every walker waits for the end */
 };
 
 static double wall(void)
 {
     return fu_wall_clock();
+}
+
+static void set_ready(struct fu_source *s, bool ready)
+{
+    atomic_store(&s->ready, ready);
+    fu_bus_wake_all(s->bus);
+}
+
+/* inotify's initial walk begins: from now on a snapshot may start, each directory passing
+ * the gate once it is watched. */
+static void walk_begins(void *ctx)
+{
+    struct fu_source *s = ctx;
+    pthread_mutex_lock(&s->gmu);
+    atomic_store(&s->walking, true);
+    pthread_mutex_unlock(&s->gmu);
+    set_ready(s, true);
+}
+
+static void dir_watched(void *ctx, const char *path)
+{
+    struct fu_source *s = ctx;
+    pthread_mutex_lock(&s->gmu);
+    bool created;
+    if (fu_pathmap_put(&s->watched, path, strlen(path), &created) == FU_SET_NONE)
+        s->gate_oom = true;
+    pthread_cond_broadcast(&s->gcv);
+    pthread_mutex_unlock(&s->gmu);
+}
+
+/* The walk is over, the watcher open or not: every directory passes. */
+static void walk_ends(struct fu_source *s)
+{
+    pthread_mutex_lock(&s->gmu);
+    atomic_store(&s->walking, false);
+    fu_pathmap_free(&s->watched);
+    s->gate_oom = false;
+    pthread_cond_broadcast(&s->gcv);
+    pthread_mutex_unlock(&s->gmu);
 }
 
 /* The watcher in use: a fanotify mark, or inotify watches. */
@@ -73,8 +120,12 @@ static int watcher_open(struct fu_source *s, struct watcher *w)
                               .exclude = &s->exclude,
                               .throttle_sec = s->throttle,
                               .cross_filesystems = s->cross,
-                              .min_window_sec = s->min_window};
+                              .min_window_sec = s->min_window,
+                              .walking = walk_begins,
+                              .watched = dir_watched,
+                              .progress_ctx = s};
     int rc = fu_watch_open_opts(&w->ino, &o);
+    walk_ends(s);
     if (rc < 0) {
         w->ino = NULL;
         return rc;
@@ -126,12 +177,6 @@ static int on_row(void *ctx, const struct fu_watch_row *r)
     return 0;
 }
 
-static void set_ready(struct fu_source *s, bool ready)
-{
-    atomic_store(&s->ready, ready);
-    fu_bus_wake_all(s->bus);
-}
-
 static void *source_main(void *arg)
 {
     struct fu_source *s = arg;
@@ -144,6 +189,10 @@ static void *source_main(void *arg)
             if (rc < 0) {
                 fu_error("source %s: cannot watch %s: %s (retrying)", s->id, s->root,
                          strerror(-rc));
+                if (atomic_load(&s->ready)) { /* a snapshot may have begun meanwhile */
+                    reopened = true;
+                    set_ready(s, false);
+                }
                 rest(s, fu_backoff_next(&bo));
                 continue;
             }
@@ -151,7 +200,8 @@ static void *source_main(void *arg)
             if (reopened)
                 fu_bus_lost(s->bus); /* events were lost while nothing watched */
             reopened = false;
-            set_ready(s, true); /* now a snapshot may start: nothing can slip between */
+            if (!atomic_load(&s->ready))
+                set_ready(s, true); /* now a snapshot may start: nothing can slip between */
         }
         struct pollfd fds[2] = {{.fd = watcher_fd(&w), .events = POLLIN},
                                 {.fd = s->wakefd, .events = POLLIN}};
@@ -193,6 +243,9 @@ static void source_free(struct fu_source *s)
     fu_bus_free(s->bus);
     if (s->wakefd >= 0)
         close(s->wakefd);
+    fu_pathmap_free(&s->watched);
+    pthread_cond_destroy(&s->gcv);
+    pthread_mutex_destroy(&s->gmu);
     free(s);
 }
 
@@ -202,6 +255,12 @@ int fu_source_start(struct fu_source **out, const struct fu_source_opts *o)
     if (!s)
         return -ENOMEM;
     s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&s->gmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->gcv, &ca);
+    pthread_condattr_destroy(&ca);
     s->id = strdup(o->id);
     s->root = strdup(o->root);
     s->throttle = o->throttle_sec;
@@ -242,6 +301,27 @@ struct fu_bus *fu_source_bus(struct fu_source *s)
 bool fu_source_ready(struct fu_source *s)
 {
     return atomic_load(&s->ready);
+}
+
+bool fu_source_gate(struct fu_source *s, const char *path, double sec)
+{
+    if (!atomic_load(&s->walking))
+        return true;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    long ns = until.tv_nsec + (long)(sec * 1e9);
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    size_t len = strlen(path);
+    pthread_mutex_lock(&s->gmu);
+    bool pass;
+    while (!(pass = !atomic_load(&s->walking) ||
+                    (!s->gate_oom && fu_pathmap_find(&s->watched, path, len) != FU_SET_NONE)) &&
+           !atomic_load(&s->stop))
+        if (pthread_cond_timedwait(&s->gcv, &s->gmu, &until) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&s->gmu);
+    return pass;
 }
 
 void fu_source_status(struct fu_source *s, struct fu_source_status *out)

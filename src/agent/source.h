@@ -32,9 +32,13 @@ int fu_source_start(struct fu_source **out, const struct fu_source_opts *o);
 /* Stops the thread and frees the source; its bus must have no subscriber left. */
 void fu_source_stop(struct fu_source *s);
 struct fu_bus *fu_source_bus(struct fu_source *s);
-/* Whether the watches are in place: a snapshot started from now on misses nothing. The bus
- * wakes every subscriber when this changes. */
+/* Whether a snapshot may start: the watches are in place, or inotify's initial walk is under
+ * way and the snapshot passes each directory through fu_source_gate before listing it. Then
+ * it misses nothing. The bus wakes every subscriber when this changes. */
 bool fu_source_ready(struct fu_source *s);
+/* Whether the directory `path` (relative, leading '/') may be listed now: it is watched, or
+ * no initial walk is under way. Waits up to `sec` seconds for that (false: not yet). */
+bool fu_source_gate(struct fu_source *s, const char *path, double sec);
 
 struct fu_source_status {
     const char *watcher;    /* "inotify" or "fanotify" */

@@ -520,6 +520,11 @@ static int do_dir(struct worker *k, struct job *j)
     const struct fu_scan_opts *o = w->o;
     const char *rel = j->path[1] ? j->path + 1 : ".";
     k->last_parent = NULL; /* the last job's strings are gone, their addresses reused */
+    if (o->before_dir) {
+        int rc = o->before_dir(o->before_ctx, j->path);
+        if (rc < 0)
+            return rc;
+    }
     int fd = open_beneath(w->rootfd, rel);
     struct statx sx;
     bool readable = fd >= 0;

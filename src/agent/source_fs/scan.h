@@ -66,6 +66,11 @@ struct fu_scan_opts {
                                       listed at all where its link count shows no
                                       subdirectory (ext2/3/4, XFS, tmpfs) */
     size_t chunk;                  /* entries per emit call (default 256) */
+    /* Called by a worker before it opens a directory, with its relative path, and may block:
+     * a snapshot that starts while the watcher's walk is still under way waits there until
+     * the directory is watched. A value < 0 stops the walk with it. NULL: none. */
+    int (*before_dir)(void *ctx, const char *path);
+    void *before_ctx;
 };
 
 struct fu_scan_stats {

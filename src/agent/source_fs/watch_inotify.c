@@ -571,6 +571,7 @@ struct rec {
 
 struct initial {
     struct fu_watch *w;
+    const struct fu_watch_opts *o;
     pthread_mutex_t mu; /* the walk's workers call in concurrently; it guards the rest */
     struct rec *v;
     size_t n, cap;
@@ -618,6 +619,8 @@ static int collect_dirs(void *ctx, const struct fu_scan_entry *v, size_t n)
         if (in->paths.oom)
             rc = -ENOMEM;
         pthread_mutex_unlock(&in->mu);
+        if (wd > 0 && in->o->watched)
+            in->o->watched(in->o->progress_ctx, v[i].path);
     }
     return rc;
 }
@@ -790,8 +793,10 @@ int fu_watch_open_opts(struct fu_watch **out, const struct fu_watch_opts *o)
                               .recursive = true,
                               .dirs_only = true,
                               .cross_filesystems = w->cross};
-    struct initial in = {.w = w, .paths = FU_BUF_INIT};
+    struct initial in = {.w = w, .o = o, .paths = FU_BUF_INIT};
     pthread_mutex_init(&in.mu, NULL);
+    if (o->walking)
+        o->walking(o->progress_ctx);
     int rc = fu_scan(&so, collect_dirs, &in, NULL);
     pthread_mutex_destroy(&in.mu);
     if (rc >= 0)

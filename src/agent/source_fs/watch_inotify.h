@@ -67,6 +67,13 @@ struct fu_watch_opts {
      * (the limit is too small for the tree); 0: never. v1: 30 days (min_monitoring_window_days,
      * times 86400). */
     double min_window_sec;
+    /* The initial walk's progress, for a snapshot that lists each directory as soon as it is
+     * watched rather than after the whole walk: walking(ctx) once inotify and the root are
+     * there and the walk begins, watched(ctx, path) for each directory (relative path) whose
+     * watch is in place, from the walk's workers, concurrently. Optional. */
+    void (*walking)(void *ctx);
+    void (*watched)(void *ctx, const char *path);
+    void *progress_ctx;
 };
 
 /* Watches the directories below `root` (not following symlinks, skipping `exclude`), all of

@@ -225,13 +225,25 @@ static void tree(struct fu_fusion *f, struct fu_view *v, struct fu_http_req *req
             .max_items = v->max_tree_items,
             .view_id = v->id,
         };
+        /* A whole answer is kept for the same query until the view changes. */
+        char *key = NULL;
+        if (!ps &&
+            asprintf(&key, "%d %ld %d %lld %s", recursive, depth, only_path,
+                     (long long)q.max_items, q.path) < 0)
+            key = NULL;
         pthread_rwlock_rdlock(&v->lock);
-        if (ps)
+        if (ps) {
             resp->status = fu_query_tree_page(&v->tree, &q, (size_t)page,
                                               fu_http_query(req, "cursor"), &resp->body);
-        else
+        } else if (key && fu_view_answer_get(v, key, v->gen, &resp->body)) {
+            resp->status = 200;
+        } else {
             resp->status = fu_query_tree(&v->tree, &q, &resp->body);
+            if (resp->status == 200 && key)
+                fu_view_answer_put(v, key, v->gen, resp->body.data, resp->body.len);
+        }
         pthread_rwlock_unlock(&v->lock);
+        free(key);
         if (scan)
             on_demand(f, v, q.path, req, resp);
     }

@@ -270,7 +270,7 @@ static void view_update(struct fu_view *v, const struct fu_cfg_view *cv)
                 (long long)cv->max_tree_items);
         v->max_tree_items = cv->max_tree_items;
     }
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     if (v->fs.hot != cv->hot_file_threshold || v->fs.tomb_ttl != cv->tombstone_ttl_seconds)
         fu_info("reload: view %s: hot_file_threshold %g -> %g s, tombstone_ttl_seconds %g -> "
                 "%g s",

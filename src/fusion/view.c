@@ -88,6 +88,7 @@ int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, d
     v->lock_fd = -1;
     v->id = strdup(id);
     pthread_mutex_init(&v->snap_mu, NULL);
+    pthread_mutex_init(&v->answers_mu, NULL);
     /* Writers first: a stream of queries must never starve ingest (glibc prefers readers
      * by default, which let 40 searching clients hold a batch back for seconds). */
     pthread_rwlockattr_t attr;
@@ -111,6 +112,77 @@ int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold, d
     return 0;
 }
 
+void fu_view_write_lock(struct fu_view *v)
+{
+    pthread_rwlock_wrlock(&v->lock);
+    v->gen++;
+}
+
+bool fu_view_answer_get(struct fu_view *v, const char *key, uint64_t gen, struct fu_buf *out)
+{
+    bool hit = false;
+    pthread_mutex_lock(&v->answers_mu);
+    for (int i = 0; i < FU_VIEW_ANSWERS && !hit; i++) {
+        struct fu_view_answer *a = &v->answers[i];
+        if (a->key && a->gen == gen && !strcmp(a->key, key)) {
+            a->used = ++v->answers_clock;
+            size_t at = out->len;
+            fu_buf_append(out, a->body, a->len);
+            hit = !out->oom;
+            if (!hit)
+                out->len = at;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&v->answers_mu);
+    return hit;
+}
+
+static void answer_drop(struct fu_view *v, struct fu_view_answer *a)
+{
+    v->answers_bytes -= a->len;
+    free(a->key);
+    free(a->body);
+    *a = (struct fu_view_answer){0};
+}
+
+void fu_view_answer_put(struct fu_view *v, const char *key, uint64_t gen, const char *body,
+                        size_t len)
+{
+    if (len > FU_VIEW_ANSWER_MAX)
+        return;
+    char *k = strdup(key), *b = malloc(len ? len : 1);
+    if (!k || !b) {
+        free(k);
+        free(b);
+        return;
+    }
+    memcpy(b, body, len);
+    pthread_mutex_lock(&v->answers_mu);
+    for (int i = 0; i < FU_VIEW_ANSWERS; i++) /* the same query, or answers gone stale */
+        if (v->answers[i].key && (v->answers[i].gen != gen || !strcmp(v->answers[i].key, key)))
+            answer_drop(v, &v->answers[i]);
+    struct fu_view_answer *slot = NULL;
+    for (;;) {
+        struct fu_view_answer *oldest = NULL;
+        slot = NULL;
+        for (int i = 0; i < FU_VIEW_ANSWERS; i++) {
+            struct fu_view_answer *a = &v->answers[i];
+            if (!a->key)
+                slot = slot ? slot : a;
+            else if (!oldest || a->used < oldest->used)
+                oldest = a;
+        }
+        if (slot && v->answers_bytes + len <= FU_VIEW_ANSWERS_MAX)
+            break;
+        answer_drop(v, oldest); /* not NULL: the slots are not all free */
+    }
+    *slot = (struct fu_view_answer){
+        .key = k, .gen = gen, .used = ++v->answers_clock, .body = b, .len = len};
+    v->answers_bytes += len;
+    pthread_mutex_unlock(&v->answers_mu);
+}
+
 void fu_view_free(struct fu_view *v)
 {
     if (!v->id)
@@ -119,6 +191,11 @@ void fu_view_free(struct fu_view *v)
     if (v->lock_fd >= 0)
         close(v->lock_fd);
     pthread_mutex_destroy(&v->snap_mu);
+    for (int i = 0; i < FU_VIEW_ANSWERS; i++) {
+        free(v->answers[i].key);
+        free(v->answers[i].body);
+    }
+    pthread_mutex_destroy(&v->answers_mu);
     free(v->data_dir);
     fu_fs_free(&v->fs);
     fu_tree_free(&v->tree);
@@ -215,7 +292,7 @@ int fu_view_audit_start(struct fu_view *v, double when, bool explicit_, const ch
     fu_state_put_u8(&rec, explicit_);
     fu_state_put_u64(&rec, epoch);
     put_str(&rec, pipe_id, strlen(pipe_id));
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     int rc = journal(v, REC_AUDIT_START, &rec, jpos);
     bool reset = !rc && audit_start_locked(v, when, explicit_, pipe_id, epoch);
     pthread_rwlock_unlock(&v->lock);
@@ -238,7 +315,7 @@ int fu_view_audit_end(struct fu_view *v, double when, const char *pipe_id, uint6
     struct fu_buf rec = FU_BUF_INIT;
     fu_state_put_f64(&rec, when);
     put_str(&rec, pipe_id, strlen(pipe_id));
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     int rc = journal(v, REC_AUDIT_END, &rec, jpos);
     bool was = v->fs.auditing;
     size_t gone = rc ? 0 : audit_end_locked(v, when, pipe_id);
@@ -258,7 +335,7 @@ void fu_view_tick(struct fu_view *v, double now)
         return;
     struct fu_buf rec = FU_BUF_INIT;
     fu_state_put_f64(&rec, now);
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     if (journal(v, REC_TICK, &rec, NULL) == 0) /* not journaled: not done, retried later */
         fu_fs_tick(&v->fs, now);
     pthread_rwlock_unlock(&v->lock);
@@ -291,7 +368,7 @@ int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size
             fu_state_put_u8(&rec, rows[k].missing);
         }
     }
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     int rc = journal(v, REC_SENTINEL, &rec, jpos);
     *hits = rc ? 0 : sentinel_locked(v, rows, n, paths, recv_time);
     pthread_rwlock_unlock(&v->lock);
@@ -370,7 +447,7 @@ long fu_view_apply(struct fu_view *v, const struct fu_row *rows, size_t n, const
     if (v->journal) /* encoded before the lock: it holds only the batch */
         encode_batch(&rec, rows, n, paths, recv_time, storage_now, agent_id, source_uri, epoch,
                      pipe_id, flags);
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     if (fence && atomic_load(fence) != epoch) {
         pthread_rwlock_unlock(&v->lock);
         fu_buf_free(&rec);
@@ -409,7 +486,7 @@ int fu_view_reset(struct fu_view *v, uint64_t *jpos)
         return -ENOMEM;
     }
     struct fu_buf rec = FU_BUF_INIT;
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     new_incarnation(v);
     int rc = journal(v, REC_RESET, &rec, jpos);
     if (!rc)
@@ -606,7 +683,7 @@ static int load_snapshot(struct fu_view *v, const char *dir, uint64_t *pos)
         rc = path ? fu_snapshot_read(path, FU_STATE_FORMAT, &state, &info, err, sizeof(err))
                   : -ENOMEM;
         if (rc == 0) {
-            pthread_rwlock_wrlock(&v->lock);
+            fu_view_write_lock(v);
             rc = fu_state_read(&v->tree, &v->fs, state.data, state.len);
             pthread_rwlock_unlock(&v->lock);
             if (rc < 0)
@@ -659,7 +736,7 @@ int fu_view_open_storage(struct fu_view *v, const char *dir, int fsync_mode, dou
     struct replay x = {
         .v = v, .paths = FU_BUF_INIT, .s1 = FU_BUF_INIT, .s2 = FU_BUF_INIT, .s3 = FU_BUF_INIT};
     struct fu_journal_replay_info info;
-    pthread_rwlock_wrlock(&v->lock);
+    fu_view_write_lock(v);
     rc = fu_journal_replay(j, from, replay_one, &x, &info);
     pthread_rwlock_unlock(&v->lock);
     free(x.rows);

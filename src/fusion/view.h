@@ -3,6 +3,7 @@
 #ifndef FU_FUSION_VIEW_H
 #define FU_FUSION_VIEW_H
 
+#include "common/buf.h"
 #include "common/strv.h"
 #include "fusion/view_fs/arbitrate.h"
 #include "fusion/view_fs/tree.h"
@@ -12,6 +13,20 @@
 #include <stdint.h>
 
 struct fu_journal;
+
+/* Answers of `tree` kept while the view does not change, for the queries that come again and
+ * again (the web console's refresh, scripts that poll): at most FU_VIEW_ANSWERS of them,
+ * each at most FU_VIEW_ANSWER_MAX bytes, FU_VIEW_ANSWERS_MAX bytes in all. */
+#define FU_VIEW_ANSWERS 8
+#define FU_VIEW_ANSWER_MAX (1u << 20)
+#define FU_VIEW_ANSWERS_MAX (4u << 20)
+struct fu_view_answer {
+    char *key;     /* the query, canonical; NULL: a free slot */
+    uint64_t gen;  /* the view's generation it was made from */
+    uint64_t used; /* when it was last served, on the cache's own clock */
+    char *body;
+    size_t len;
+};
 
 struct fu_view {
     char *id;
@@ -37,6 +52,11 @@ struct fu_view {
      * started again). Agents keep their audit caches only while it stays the same. Under
      * `lock`; in data_dir/incarnation when the view has storage. */
     char incarnation[33];
+    uint64_t gen; /* under `lock`: bumped by each write-locked step (fu_view_write_lock) */
+    pthread_mutex_t answers_mu;
+    struct fu_view_answer answers[FU_VIEW_ANSWERS];
+    uint64_t answers_clock;
+    size_t answers_bytes;
 };
 
 /* Sentinel feedback for one suspect path (fu_fs_sentinel's arguments). */
@@ -101,6 +121,17 @@ bool fu_view_snapshot_due(struct fu_view *v, uint64_t bytes, double interval);
 int fu_view_init(struct fu_view *v, const char *id, double hot_file_threshold,
                  double tombstone_ttl);
 void fu_view_free(struct fu_view *v);
+
+/* Takes the write lock for a change: every change of the tree or its state goes through
+ * here, so that the generation tells whether a kept answer is still the view's. */
+void fu_view_write_lock(struct fu_view *v);
+/* Under the read lock: appends the answer kept for `key` at generation `gen` (v->gen) to
+ * `out`; false when there is none (or `out` ran out of memory, emptied again). */
+bool fu_view_answer_get(struct fu_view *v, const char *key, uint64_t gen, struct fu_buf *out);
+/* Under the read lock: keeps `len` bytes as the answer to `key` at generation `gen`, the
+ * least recently served answers giving way; too large an answer is not kept. */
+void fu_view_answer_put(struct fu_view *v, const char *key, uint64_t gen, const char *body,
+                        size_t len);
 
 enum { FU_APPLY_AUDIT_START = 1, FU_APPLY_AUDIT_END = 2 };
 

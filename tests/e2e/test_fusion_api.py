@@ -241,6 +241,11 @@ class FusionAPI(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual([s["path"] for s in sl], ["/t/hot"])
         self.assertAlmostEqual(sl[0]["suspect_until"], now + 1.0, delta=5)
+        # The same tree query twice: the second answer is the one kept, and the same.
+        first = self.view("v4", "tree", "read-4", path="/t", max_depth=1)
+        self.assertEqual(first, self.view("v4", "tree", "read-4", path="/t", max_depth=1))
+        hot = {c["name"]: c for c in first[1]["children"]}["hot"]
+        self.assertTrue(hot["integrity_suspect"])
         # A late scan row older than the tombstone is a zombie...
         old = now - 3600
         a.push([event([row("/t/gone", size=1, mtime=old)], source="snapshot")], "snapshot")
@@ -250,6 +255,9 @@ class FusionAPI(unittest.TestCase):
         wait_for(lambda: self.view("v4", "suspect-list", "read-4")[1] == [], timeout=10,
                  what="the suspect to expire")
         self.assertEqual(self.view("v4", "stats", "read-4")[1]["suspect_file_count"], 0)
+        # A change made by a timer, with no batch: a kept answer is not served any more.
+        tree = self.view("v4", "tree", "read-4", path="/t", max_depth=1)[1]
+        self.assertFalse({c["name"]: c for c in tree["children"]}["hot"]["integrity_suspect"])
         time.sleep(1.2)
         a.push([event([row("/t/gone", size=1, mtime=old)], source="snapshot")], "snapshot")
         self.assertEqual(self.view("v4", "tree", "read-4", path="/t/gone")[0], 200)

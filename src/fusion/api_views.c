@@ -227,9 +227,8 @@ static void tree(struct fu_fusion *f, struct fu_view *v, struct fu_http_req *req
         };
         /* A whole answer is kept for the same query until the view changes. */
         char *key = NULL;
-        if (!ps &&
-            asprintf(&key, "%d %ld %d %lld %s", recursive, depth, only_path,
-                     (long long)q.max_items, q.path) < 0)
+        if (!ps && asprintf(&key, "%d %ld %d %lld %s", recursive, depth, only_path,
+                            (long long)q.max_items, q.path) < 0)
             key = NULL;
         pthread_rwlock_rdlock(&v->lock);
         if (ps) {

@@ -314,10 +314,9 @@ bool fu_source_gate(struct fu_source *s, const char *path, double sec)
     until.tv_nsec = ns % 1000000000;
     size_t len = strlen(path);
     pthread_mutex_lock(&s->gmu);
-    bool pass;
-    while (!(pass = !atomic_load(&s->walking) ||
-                    (!s->gate_oom && fu_pathmap_find(&s->watched, path, len) != FU_SET_NONE)) &&
-           !atomic_load(&s->stop))
+    bool pass; /* a stopping source has no walk to wait for */
+    while (!(pass = !atomic_load(&s->walking) || atomic_load(&s->stop) ||
+                    (!s->gate_oom && fu_pathmap_find(&s->watched, path, len) != FU_SET_NONE)))
         if (pthread_cond_timedwait(&s->gcv, &s->gmu, &until) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&s->gmu);

@@ -6,6 +6,7 @@
  * worst case for the name heap, since interning saves nothing. */
 #include "fusion/view_fs/tree.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,19 @@ static long rss_bytes(void)
 
 int main(int argc, char **argv)
 {
-    size_t dirs = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000, subdirs = 4, files = 250;
-    int unique = argc > 2 && !strcmp(argv[2], "unique");
+    size_t dirs = 1000, subdirs = 4, files = 250;
+    char *end = NULL;
+    if (argc > 1) {
+        errno = 0;
+        unsigned long v = strtoul(argv[1], &end, 10);
+        dirs = argv[1][0] >= '0' && argv[1][0] <= '9' && !*end && !errno ? v : 0;
+    }
+    if (argc > 3 || dirs < 1 || dirs > 100000 || (argc > 2 && strcmp(argv[2], "unique"))) {
+        fprintf(stderr, "usage: bench_tree [DIRS] [unique]\n"
+                        "  DIRS: 1 to 100000 directories of 4 x 250 files (default 1000)\n");
+        return 2;
+    }
+    int unique = argc > 2;
     size_t n = dirs * subdirs * files;
     /* Paths are prepared first so the timing covers the tree alone. */
     char *buf = malloc(n * 48);

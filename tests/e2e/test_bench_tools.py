@@ -1,5 +1,5 @@
 """The benchmark suite's own tools, run small: the generated tree holds what its shape says,
-bench_apply applies every row, bench_create writes every file with its time, bench_load
+bench_apply applies every row, bench_tree counts every entry, bench_create writes every file with its time, bench_load
 counts requests, errors and reconnects against a real Fusion, and the snapshot benchmark
 times an agent until Fusion holds every file. (The figures are not checked:
 timing belongs to `make bench`, not to the tests.)"""
@@ -66,6 +66,18 @@ class Programs(unittest.TestCase):
         self.assertTrue(json.loads(r.stdout)["journal"])
         self.assertTrue(os.listdir(jdir), "the journal was written")
         self.assertEqual(run(binary("bench_apply"), "0").returncode, 2)
+
+    def test_bench_tree_counts_every_entry_and_refuses_bad_arguments(self):
+        for extra, names in (((), "v1-shape"), (("unique",), "unique")):
+            r = run(binary("bench_tree"), "3", *extra)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            res = json.loads(r.stdout.splitlines()[0])
+            # 3 directories of 4 subdirectories of 250 files, the directories and the root
+            self.assertEqual((res["entries"], res["names"]), (3 * 4 * 250 + 3 * 5 + 1, names))
+        for bad in (("abc",), ("-5",), ("0",), ("3", "x"), ("3", "unique", "more")):
+            r = run(binary("bench_tree"), *bad)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn("usage: bench_tree", r.stderr)
 
     def test_bench_create_writes_every_file_with_its_time(self):
         tmp = tempfile.mkdtemp(prefix="fustor-e2e-benchcreate-")

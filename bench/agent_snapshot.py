@@ -11,10 +11,15 @@ with DIRS directories x FILES files, warms the cache with one `find`, then measu
   whose single filesystem mark spares the walk that sets a watch per directory. The CPU
   seconds of the agent and of Fusion in the best run, and the VM's steal time meanwhile, are
   reported too: on a busy host the wall time swings, the CPU time much less.
-Usage: python3 agent_snapshot.py BIN_DIR [DIRS] [FILES]   (defaults 20000 x 50 = 1M files)"""
+Usage: python3 agent_snapshot.py BIN_DIR [DIRS] [FILES]   (defaults 20000 x 50 = 1M files)
+       python3 agent_snapshot.py --compare RUNS BIN_A BIN_B [DIRS] [FILES]
+The second form is an A/B test of two builds: RUNS rounds, each timing `find` and then one
+snapshot of each build in turn, so that the host's swings fall on both alike; it prints every
+round's wall and CPU seconds and the medians."""
 import http.client
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -76,7 +81,43 @@ def index(bin_dir, shape, watcher="inotify", keep=False, cpu=None):
     return dt, hwm, rss0, st
 
 
+def compare(bin_dirs, shape, runs, watcher="inotify"):
+    """Alternating snapshots of several builds: {"find_s": [...], BIN: [{"s", "agent_cpu_s",
+    "fusion_cpu_s", "steal_s"}, ...]} with one entry per round."""
+    res = {"find_s": []}
+    peers.timed(peers.find_cmd(shape["root"]))  # warm
+    for _ in range(runs):
+        res["find_s"].append(round(peers.timed(peers.find_cmd(shape["root"])), 3))
+        for b in bin_dirs:
+            cpu = {}
+            dt = index(b, shape, watcher, cpu=cpu)[0]
+            res.setdefault(b, []).append({"s": round(dt, 3),
+                                          **{k: round(v, 2) for k, v in cpu.items()}})
+    return res
+
+
+def compare_main(args):
+    runs, a, b = int(args[0]), args[1], args[2]
+    dirs = int(args[3]) if len(args) > 3 else 20000
+    files = int(args[4]) if len(args) > 4 else 50
+    shape = tree.build(tree_root(tree.shape("", dirs, files)["files"]), dirs, files)
+    res = compare([a, b], shape, runs)
+    print(json.dumps(res))
+    med = statistics.median
+    print(f"find: median {med(res['find_s']):.2f} s, best {min(res['find_s']):.2f} s",
+          file=sys.stderr)
+    for d in (a, b):
+        r = res[d]
+        print(f"{d}: median {med(x['s'] for x in r):.2f} s "
+              f"({' '.join(str(x['s']) for x in r)}), agent CPU median "
+              f"{med(x['agent_cpu_s'] for x in r):.2f} s, Fusion CPU median "
+              f"{med(x['fusion_cpu_s'] for x in r):.2f} s", file=sys.stderr)
+
+
 def main():
+    if sys.argv[1] == "--compare":
+        compare_main(sys.argv[2:])
+        return
     bin_dir = sys.argv[1]
     dirs = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
     files = int(sys.argv[3]) if len(sys.argv) > 3 else 50

@@ -156,6 +156,21 @@ class Snapshot(unittest.TestCase):
         self.assertTrue(all(v >= 0 for v in cpu.values()), cpu)
         self.assertIn("snapshot done", st.agent_log())
 
+    def test_two_builds_are_compared_round_by_round(self):
+        import agent_snapshot
+        tmp = tempfile.mkdtemp(prefix="fustor-e2e-benchab-")
+        self.addCleanup(shutil.rmtree, tmp)
+        shape = tree.build(f"{tmp}/t", 20, 5)
+        b = os.path.dirname(binary("fustor-agent"))
+        res = agent_snapshot.compare([b, b + "/"], shape, 2)
+        self.assertEqual(sorted(res), sorted(["find_s", b, b + "/"]))
+        self.assertEqual(len(res["find_s"]), 2)
+        for d in (b, b + "/"):
+            self.assertEqual(len(res[d]), 2)
+            for r in res[d]:
+                self.assertEqual(sorted(r), ["agent_cpu_s", "fusion_cpu_s", "s", "steal_s"])
+                self.assertGreater(r["s"], 0)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -190,12 +190,9 @@ static void measure_drift(struct pipe_rt *p)
  * false when it stopped. */
 static bool nap_for(struct pipe_rt *p, double sec, bool kickable)
 {
-    struct timespec ts; /* the pipe's condvar runs on the monotonic clock: a jump of the
-                           wall clock neither cuts a nap short nor stretches it */
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + sec;
-    ts.tv_sec = (time_t)t;
-    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    /* the pipe's condvar runs on the monotonic clock: a jump of the wall clock neither cuts
+     * a nap short nor stretches it */
+    struct timespec ts = fu_mono_deadline(sec);
     pthread_mutex_lock(&p->mu);
     while (!p->stop && !atomic_load(&p->lost) && !(kickable && p->kick)) {
         if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT)
@@ -2109,11 +2106,7 @@ static struct pipe_rt *pipe_start(struct fu_agent *a, const struct fu_config *cf
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    fu_cond_init_monotonic(&p->cv);
     p->agent = a;
     p->id = strdup(cp->it.id);
     p->task_id = malloc(strlen(a->agent_id) + strlen(cp->it.id) + 2);

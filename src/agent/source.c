@@ -256,11 +256,7 @@ int fu_source_start(struct fu_source **out, const struct fu_source_opts *o)
         return -ENOMEM;
     s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&s->gmu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->gcv, &ca);
-    pthread_condattr_destroy(&ca);
+    fu_cond_init_monotonic(&s->gcv);
     s->id = strdup(o->id);
     s->root = strdup(o->root);
     s->throttle = o->throttle_sec;
@@ -307,11 +303,7 @@ bool fu_source_gate(struct fu_source *s, const char *path, double sec)
 {
     if (!atomic_load(&s->walking))
         return true;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    long ns = until.tv_nsec + (long)(sec * 1e9);
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
+    struct timespec until = fu_mono_deadline(sec);
     size_t len = strlen(path);
     pthread_mutex_lock(&s->gmu);
     bool pass; /* a stopping source has no walk to wait for */

@@ -2,6 +2,7 @@
  * listener and one listener per receiver port, routes requests, and sweeps sessions. */
 #include "fusion/fusion.h"
 
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -87,9 +88,7 @@ static void *snapshotter_main(void *arg)
     pthread_setname_np(pthread_self(), "fu-snapshot");
     pthread_mutex_lock(&f->snap_mu);
     while (!f->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
+        struct timespec ts = fu_mono_deadline(1);
         pthread_cond_timedwait(&f->snap_cv, &f->snap_mu, &ts);
         if (f->stopping)
             break;
@@ -457,11 +456,7 @@ int fu_fusion_start(struct fu_fusion **out, const struct fu_config *cfg, char *e
     if (pthread_create(&f->sweeper, NULL, sweeper_main, f) == 0)
         f->sweeper_running = true;
     if (c->journal_enabled) {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&f->snap_cv, &ca);
-        pthread_condattr_destroy(&ca);
+        fu_cond_init_monotonic(&f->snap_cv);
         if (pthread_create(&f->snapshotter, NULL, snapshotter_main, f) == 0)
             f->snapshotter_running = true;
     }

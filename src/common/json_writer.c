@@ -152,6 +152,27 @@ static bool fixed_ok(double a, int k, uint64_t *m)
     return (double)*m / p10d[k] == a;
 }
 
+/* Writes [-]ip.frac, frac with `digits` decimals (at least one: 0 writes "ip.0"). */
+static void put_fixed(struct fu_buf *b, bool neg, uint64_t ip, uint64_t frac, int digits)
+{
+    char tmp[48];
+    int i = (int)sizeof(tmp);
+    if (digits == 0)
+        tmp[--i] = '0';
+    for (int d = 0; d < digits; d++) {
+        tmp[--i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    tmp[--i] = '.';
+    do {
+        tmp[--i] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    if (neg)
+        tmp[--i] = '-';
+    fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
 /* Fixed notation with the fewest decimals (up to 9) that reads back exactly. Covers
  * timestamps and sizes without snprintf. Having k decimals implies having k + 1 (append a 0),
  * so the fewest is found by bisection, below a bound from v's exponent: with 10^-k at most a
@@ -181,24 +202,7 @@ static bool double_fixed(struct fu_buf *b, double v)
             lo = mid + 1;
         }
     }
-    int k = hi;
-    char tmp[48];
-    int i = (int)sizeof(tmp);
-    uint64_t frac = best % p10u[k], ip = best / p10u[k];
-    if (k == 0)
-        tmp[--i] = '0';
-    for (int d = 0; d < k; d++) {
-        tmp[--i] = (char)('0' + frac % 10);
-        frac /= 10;
-    }
-    tmp[--i] = '.';
-    do {
-        tmp[--i] = (char)('0' + ip % 10);
-        ip /= 10;
-    } while (ip);
-    if (signbit(v))
-        tmp[--i] = '-';
-    fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+    put_fixed(b, signbit(v), best / p10u[hi], best % p10u[hi], hi);
     return true;
 }
 
@@ -218,24 +222,12 @@ static bool double_nanos(struct fu_buf *b, double v)
         i++;
         ns -= 1000000000u;
     }
-    char tmp[48];
-    int k = (int)sizeof(tmp), digits = 9;
+    int digits = 9;
     while (digits > 1 && ns % 10 == 0) {
         ns /= 10;
         digits--;
     }
-    for (int d = 0; d < digits; d++) {
-        tmp[--k] = (char)('0' + ns % 10);
-        ns /= 10;
-    }
-    tmp[--k] = '.';
-    do {
-        tmp[--k] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i);
-    if (signbit(v))
-        tmp[--k] = '-';
-    fu_buf_append(b, tmp + k, sizeof(tmp) - (size_t)k);
+    put_fixed(b, signbit(v), i, ns, digits);
     return true;
 }
 

@@ -599,8 +599,7 @@ struct named {
 static int cmp_named(const void *a, const void *b)
 {
     const struct named *x = a, *y = b;
-    int c = memcmp(x->path, y->path, x->len < y->len ? x->len : y->len);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
+    return fu_bytes_cmp(x->path, x->len, y->path, y->len);
 }
 
 /* The paths of the nodes of `m` (files only when `files`), sorted; paths live in `store`. */
@@ -683,8 +682,7 @@ static int cmp_ent(const void *a, const void *b)
 {
     const struct fu_pathent *x = *(const struct fu_pathent *const *)a;
     const struct fu_pathent *y = *(const struct fu_pathent *const *)b;
-    int c = memcmp(x->path, y->path, x->len < y->len ? x->len : y->len);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
+    return fu_bytes_cmp(x->path, x->len, y->path, y->len);
 }
 
 int fu_fs_write_blind_spots(const struct fu_fs *s, struct fu_jw *w)

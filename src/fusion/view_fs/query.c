@@ -59,13 +59,6 @@ static int path_cmp(const char *a, size_t la, const char *b, size_t lb)
     return (la > lb) - (la < lb);
 }
 
-/* The same comparison fu_tree_children_sorted sorts by. */
-static int name_cmp(const char *a, size_t la, const char *b, size_t lb)
-{
-    int c = memcmp(a, b, la < lb ? la : lb);
-    return c ? c : (la > lb) - (la < lb);
-}
-
 /* The node's path into `path`, with the root as the empty string so that a child's path is
  * always parent + "/" + name. */
 static void dir_prefix(const struct fu_tree *t, fu_nid id, struct fu_buf *path)
@@ -310,7 +303,7 @@ static int walk_seek(struct walk *wk, fu_nid top, const char *rel, size_t rel_le
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2, l;
             const char *name = fu_tree_name(wk->t, f->kids[mid], &l);
-            if (name_cmp(name, l, rel + s, i - s) < 0)
+            if (fu_bytes_cmp(name, l, rel + s, i - s) < 0)
                 lo = mid + 1;
             else
                 hi = mid;
@@ -320,7 +313,7 @@ static int walk_seek(struct walk *wk, fu_nid top, const char *rel, size_t rel_le
             return 0;
         size_t l;
         const char *name = fu_tree_name(wk->t, f->kids[lo], &l);
-        if (name_cmp(name, l, rel + s, i - s) != 0)
+        if (fu_bytes_cmp(name, l, rel + s, i - s) != 0)
             return 0; /* `after` is gone: its next sibling is next */
         f->i = lo + 1;
         cur = f->kids[lo];

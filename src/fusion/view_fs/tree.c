@@ -809,8 +809,7 @@ struct named {
 static int cmp_named(const void *a, const void *b)
 {
     const struct named *x = a, *y = b;
-    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
+    return fu_bytes_cmp(x->name, x->len, y->name, y->len);
 }
 
 size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out)

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef uint32_t fu_nid;
 #define FU_NID_NONE UINT32_MAX
@@ -167,6 +168,13 @@ void fu_tree_path(const struct fu_tree *t, fu_nid id, struct fu_buf *out);
 /* The children of `dir` sorted by name (bytewise), into a new array (caller frees);
  * returns the count, or (size_t)-1 on OOM. */
 size_t fu_tree_children_sorted(const struct fu_tree *t, fu_nid dir, fu_nid **out);
+/* The bytewise order of names (and of whole paths sorted as strings) that
+ * fu_tree_children_sorted sorts by: a prefix first. */
+static inline int fu_bytes_cmp(const char *a, size_t la, const char *b, size_t lb)
+{
+    int c = memcmp(a, b, la < lb ? la : lb);
+    return c ? c : (la > lb) - (la < lb);
+}
 
 /* Interns an (agent id, source uri, pipe id) lineage for node.lineage; 0 is "unknown". The
  * pipe is whose audits may delete the node in a view fed by several pipes. */

@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import shutil
+import re
 import signal
 import struct
 import subprocess
@@ -213,6 +214,13 @@ class Agent:
 
     def pid(self):
         return self.home.pid()
+
+    def wait_watching(self, timeout=20):
+        """Until the agent's watches are in place: it logs so when inotify's initial walk is
+        over. A session comes up alongside that walk, so a write through this agent's mount
+        before it may reach no watch (a follower has no snapshot to make up for it)."""
+        wait_for(lambda: re.search(r"source \S+: watching ", self.log()), timeout=timeout,
+                 what=f"{self.agent_id}'s watches")
 
     def status(self):
         """The agent's `status --json`, its pipes keyed by id ({} while not running)."""

@@ -88,6 +88,8 @@ class NfsCase(unittest.TestCase):
         c.wait_node("/d2/f4.dat", what="a's snapshot")
         b = c.start_agent("b", **kw.get("b", {}))
         wait_for(lambda: c.session_of("host-b"), timeout=20, what="b's session")
+        a.wait_watching()
+        b.wait_watching()
         return a, b
 
     @staticmethod
@@ -339,7 +341,7 @@ class ClockSkew(NfsCase):
 class Deployments(NfsCase):
     def test_pipe_basic(self):
         c = self.cluster()
-        c.start_agent("a")
+        c.start_agent("a").wait_watching()
         c.wait_node("/d2/f4.dat")
         dt = self.latency(c, "/d0/new.dat", lambda: self.s.write("a", "/d0/new.dat", "1"))
         print(f"\n[measured] realtime propagation (create -> visible): {dt * 1000:.0f} ms")

@@ -289,7 +289,7 @@ static double div_pow10(uint64_t m, int k)
     int shift = 64 + __builtin_clzll(m);
     unsigned __int128 num = (unsigned __int128)m << shift;
     unsigned __int128 q = num / pow10_u64[k];
-    bool sticky = num % pow10_u64[k] != 0;
+    bool sticky = num - q * pow10_u64[k] != 0; /* the remainder, without a second division */
     uint64_t hi = (uint64_t)(q >> 64);
     int bits = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((uint64_t)q);
     int drop = bits - 54; /* >= 10: q >= 2^63 */

@@ -12,10 +12,11 @@ with DIRS directories x FILES files, warms the cache with one `find`, then measu
   seconds of the agent and of Fusion in the best run, and the VM's steal time meanwhile, are
   reported too: on a busy host the wall time swings, the CPU time much less.
 Usage: python3 agent_snapshot.py BIN_DIR [DIRS] [FILES]   (defaults 20000 x 50 = 1M files)
-       python3 agent_snapshot.py --compare RUNS BIN_A BIN_B [DIRS] [FILES]
+       python3 agent_snapshot.py --compare RUNS BIN_A BIN_B [DIRS] [FILES] [--batch-size N]
 The second form is an A/B test of two builds: RUNS rounds, each timing `find` and then one
 snapshot of each build in turn, so that the host's swings fall on both alike; it prints every
-round's wall and CPU seconds and the medians."""
+round's wall and CPU seconds and the medians. The pipe's batch_size is 1000 unless
+--batch-size says otherwise (the agent's default is 100)."""
 import http.client
 import json
 import os
@@ -43,7 +44,7 @@ def steal_seconds():
     return int(open("/proc/stat").readline().split()[8]) / os.sysconf("SC_CLK_TCK")
 
 
-def index(bin_dir, shape, watcher="inotify", keep=False, cpu=None):
+def index(bin_dir, shape, watcher="inotify", keep=False, cpu=None, batch_size=1000):
     """One agent snapshot into a fresh Fusion: (seconds, agent peak RSS, Fusion RSS before the
     agent started, the Stack). With keep, the Stack is left running for the caller to stop.
     A dict `cpu` receives the CPU seconds the agent and Fusion used (`agent_cpu_s`,
@@ -51,7 +52,7 @@ def index(bin_dir, shape, watcher="inotify", keep=False, cpu=None):
     figures that the host's load moves less than the wall time."""
     st = Stack(bin_dir, shape["root"], agent_log="INFO", view_params="{max_tree_items: 0}",
                source_params=f"{{max_scan_workers: {os.cpu_count()}, watcher: {watcher}}}",
-               pipe_params=", batch_size: 1000")
+               pipe_params=f", batch_size: {batch_size}")
     st.start_fusion()
     try:
         rss0 = peers.rss(st.fusion_pid())
@@ -81,7 +82,7 @@ def index(bin_dir, shape, watcher="inotify", keep=False, cpu=None):
     return dt, hwm, rss0, st
 
 
-def compare(bin_dirs, shape, runs, watcher="inotify"):
+def compare(bin_dirs, shape, runs, watcher="inotify", batch_size=1000):
     """Alternating snapshots of several builds: {"find_s": [...], BIN: [{"s", "agent_cpu_s",
     "fusion_cpu_s", "steal_s"}, ...]} with one entry per round."""
     res = {"find_s": []}
@@ -90,18 +91,23 @@ def compare(bin_dirs, shape, runs, watcher="inotify"):
         res["find_s"].append(round(peers.timed(peers.find_cmd(shape["root"])), 3))
         for b in bin_dirs:
             cpu = {}
-            dt = index(b, shape, watcher, cpu=cpu)[0]
+            dt = index(b, shape, watcher, cpu=cpu, batch_size=batch_size)[0]
             res.setdefault(b, []).append({"s": round(dt, 3),
                                           **{k: round(v, 2) for k, v in cpu.items()}})
     return res
 
 
 def compare_main(args):
+    batch_size = 1000
+    if "--batch-size" in args:
+        k = args.index("--batch-size")
+        batch_size = int(args[k + 1])
+        args = args[:k] + args[k + 2:]
     runs, a, b = int(args[0]), args[1], args[2]
     dirs = int(args[3]) if len(args) > 3 else 20000
     files = int(args[4]) if len(args) > 4 else 50
     shape = tree.build(tree_root(tree.shape("", dirs, files)["files"]), dirs, files)
-    res = compare([a, b], shape, runs)
+    res = compare([a, b], shape, runs, batch_size=batch_size)
     print(json.dumps(res))
     med = statistics.median
     print(f"find: median {med(res['find_s']):.2f} s, best {min(res['find_s']):.2f} s",

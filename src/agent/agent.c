@@ -74,12 +74,13 @@ struct pipe_rt {
      * snapshotting. Against a Fusion that names no incarnation (v1) it lives as long as
      * the session and is not saved. */
     struct fu_dircache *dircache;
-    char *cache_file;                     /* $FUSTOR_HOME/data/agent/<pipe>.dircache */
-    char *cache_token;                    /* what dircache is valid against; NULL: nothing */
-    char walk_sig[17];                    /* hash of root, file pattern and exclusions */
-    char fusion_token[64];                /* from the session reply; "": none (v1) */
-    bool fusion_audits;                   /* the session reply's initial_sync is "audit" */
-    _Atomic bool fusion_arrays;           /* the session reply's row_arrays: rows may be arrays */
+    char *cache_file;           /* $FUSTOR_HOME/data/agent/<pipe>.dircache */
+    char *cache_token;          /* what dircache is valid against; NULL: nothing */
+    char walk_sig[17];          /* hash of root, file pattern and exclusions */
+    char fusion_token[64];      /* from the session reply; "": none (v1) */
+    bool fusion_audits;         /* the session reply's initial_sync is "audit" */
+    _Atomic bool fusion_arrays; /* the session reply's row_arrays: rows may be arrays */
+    _Atomic bool fusion_at_end; /* ... durable_at_end: a walk is made durable at its end */
     double fusion_audit, fusion_sentinel; /* from the session reply, NAN when absent */
     bool resync;                          /* events were lost: the leader snapshots again */
     /* The spool (spool.h): realtime rows while Fusion cannot take them, owned by the
@@ -454,6 +455,8 @@ static void read_role(struct pipe_rt *p, const struct fu_buf *body, char *sid, s
             p->fusion_sentinel = t == FU_JSON_INT ? (double)r.i64 : r.dbl;
         else if (timeout && !strcmp(key, "row_arrays"))
             atomic_store(&p->fusion_arrays, t == FU_JSON_TRUE);
+        else if (timeout && !strcmp(key, "durable_at_end"))
+            atomic_store(&p->fusion_at_end, t == FU_JSON_TRUE);
         else if (timeout && !strcmp(key, "initial_sync") && t == FU_JSON_STRING)
             p->fusion_audits = r.str_len == 5 && !memcmp(r.str, "audit", 5);
         else if (timeout && !strcmp(key, "view_incarnation") && t == FU_JSON_STRING && r.str_len &&
@@ -560,6 +563,7 @@ static bool open_session(struct pipe_rt *p, struct fu_hc *c, struct fu_buf *out)
     p->fusion_audit = p->fusion_sentinel = NAN;
     p->fusion_audits = false;
     atomic_store(&p->fusion_arrays, false);
+    atomic_store(&p->fusion_at_end, false);
     p->fusion_token[0] = '\0';
     char sid[sizeof(p->sid)] = "";
     read_role(p, out, sid, sizeof(sid), &timeout);
@@ -681,7 +685,7 @@ static void cache_load(struct pipe_rt *p)
 
 /* ------------------------------------------------------------ snapshot */
 
-#define SEND_CONNS 4 /* concurrent batches in flight during a walk */
+#define SEND_CONNS 4  /* concurrent batches in flight during a walk */
 #define ROW_BYTES 192 /* a walked row's JSON, about: the first reservation for a chunk */
 
 #define SEND_QUEUE (2 * SEND_CONNS)
@@ -705,6 +709,7 @@ struct batcher {
     int nconns, nsenders;
     struct fu_buf path;
     bool arrays; /* rows as arrays in ARRAY_FIELDS order (the Fusion said it takes them) */
+    bool at_end; /* batches say durable_at_end: Fusion answers 202 before their sync */
     int rc;      /* the first error: stops the walk */
 };
 
@@ -732,6 +737,8 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     fu_buf_putc(&body, '{');
     if (seq)
         fu_buf_printf(&body, "\"seq\":%llu,", (unsigned long long)seq);
+    if (b->at_end)
+        fu_buf_puts(&body, "\"durable_at_end\":true,");
     fu_buf_printf(&body,
                   "\"session_id\":\"%s\",\"source_type\":\"%s\",\"is_end\":false,\"events\":"
                   "[{\"event_type\":\"update\",\"message_source\":\"%s\",\"event_schema\":"
@@ -747,7 +754,7 @@ static int post_rows(struct batcher *b, struct fu_hc *c, const struct fu_buf *ro
     double pause = 1.0;
     for (;;) {
         long st = body.oom ? -1 : fu_hc_call(c, "POST", b->path.data, body.data, body.len, &out);
-        if (st == 200) {
+        if (st == 200 || (st == 202 && b->at_end)) { /* 202: durable with the end marker */
             atomic_fetch_add(&b->p->rows_sent, n);
             break;
         }
@@ -929,9 +936,9 @@ static int on_entries(void *ctx, const struct fu_scan_entry *v, size_t n)
         if (b->rows)
             fu_buf_putc(&b->rows_json, ',');
         else if (!b->rows_json.cap && n) /* room for the batch, at this chunk's row size */
-            fu_buf_grow(&b->rows_json, (frag.len / n + 1) * (b->p->batch_size < 100000
-                                                                 ? b->p->batch_size + n
-                                                                 : 100000));
+            fu_buf_grow(&b->rows_json,
+                        (frag.len / n + 1) *
+                            (b->p->batch_size < 100000 ? b->p->batch_size + n : 100000));
         fu_buf_append(&b->rows_json, frag.data, frag.len);
         b->rows += n;
         if (b->rows >= b->p->batch_size) { /* full: this worker sends it */
@@ -984,7 +991,11 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
      * neither side spends time on keys. */
     struct batcher b = {.p = p,
                         .source = sources[kind],
-                        .arrays = kind != WALK_AUDIT && !p->fmap && atomic_load(&p->fusion_arrays)};
+                        .arrays = kind != WALK_AUDIT && !p->fmap && atomic_load(&p->fusion_arrays),
+                        /* A snapshot or audit is acknowledged as a whole by its end marker,
+                         * which this walk must get answered 200 to count (else it walks
+                         * again): one sync for the walk instead of one per batch. */
+                        .at_end = kind != WALK_SCAN && atomic_load(&p->fusion_at_end)};
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     for (; b.nconns < SEND_CONNS; b.nconns++) {

@@ -7,6 +7,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "fusion/journal.h"
 #include "fusion/seqwin.h"
 
 #include <errno.h>
@@ -259,6 +260,8 @@ static void session_create(struct fu_fusion *f, const struct fu_push_key *k,
             fu_jw_cstr(&w, token);
         }
         fu_jw_ckey(&w, "row_arrays"); /* rows may come as arrays in "fields" order */
+        fu_jw_bool(&w, true);
+        fu_jw_ckey(&w, "durable_at_end"); /* a walk's batches may be made durable at its end */
         fu_jw_bool(&w, true);
         fu_jw_ckey(&w, "message");
         fu_jw_cstr(&w, "Session created successfully");
@@ -702,6 +705,19 @@ static bool durable(const struct fu_pipe_rt *p, const uint64_t *jpos, struct fu_
     return true;
 }
 
+/* Waits until everything journaled so far in each of p's views is durable. */
+static bool durable_all(const struct fu_pipe_rt *p, struct fu_http_resp *resp)
+{
+    for (size_t i = 0; i < p->nviews; i++) {
+        int rc = fu_view_sync(p->views[i]);
+        if (rc < 0) {
+            journal_error(resp, p->views[i], rc);
+            return false;
+        }
+    }
+    return true;
+}
+
 #define SEQ_BUSY (sizeof(((struct fu_session *)0)->seq_busy) / sizeof(uint64_t))
 _Static_assert(sizeof(((struct fu_session *)0)->seq_seen) == FU_SEQWIN_WORDS * sizeof(uint64_t),
                "struct fu_session holds the seq window");
@@ -716,7 +732,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     struct batch b = {0};
     char *source_type = NULL, *config_yaml = NULL, *config_file = NULL, *job_id = NULL;
     bool is_end = false, ok = true;
-    uint64_t seq = 0; /* the batch's number in its session; 0: none (a v1 agent) */
+    bool at_end = false; /* durable_at_end: a walk's batch may be answered before its sync */
+    uint64_t seq = 0;    /* the batch's number in its session; 0: none (a v1 agent) */
     struct fu_jr r;
     fu_jr_init(&r, fu_buf_str(&req->body), req->body.len);
     enum fu_json_tok t = fu_jr_next(&r);
@@ -730,9 +747,17 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     while (ok && (t = fu_jr_next(&r)) == FU_JSON_KEY) {
         bool k_st = tok_is(&r, "source_type"), k_end = tok_is(&r, "is_end");
         bool k_ev = tok_is(&r, "events"), k_md = tok_is(&r, "metadata");
-        bool k_seq = tok_is(&r, "seq");
+        bool k_seq = tok_is(&r, "seq"), k_at_end = tok_is(&r, "durable_at_end");
         t = fu_jr_next(&r);
-        if (k_seq) {
+        if (k_at_end) {
+            if (t == FU_JSON_TRUE || t == FU_JSON_FALSE) {
+                at_end = t == FU_JSON_TRUE;
+            } else {
+                skip_value(&r, t);
+                fu_http_error(resp, 400, "durable_at_end must be true or false");
+                ok = false;
+            }
+        } else if (k_seq) {
             if (t == FU_JSON_INT && r.i64 >= 1) {
                 seq = (uint64_t)r.i64;
             } else {
@@ -794,6 +819,13 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     char agent[256] = "", uri[1024] = "";
     uint64_t epoch = 0;
     bool leads = false, duplicate = false, reserved = false;
+    bool walk = source_type && (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
+    /* A leader's walk (snapshot or audit) may be made durable as a whole: a batch of it that
+     * says durable_at_end is answered 202 once journaled (its write-back started), and the
+     * walk's end marker 200 once one sync covers everything before it. An agent that asks
+     * so walks again when the end is not acknowledged. Only `fsync: batch` syncs on demand:
+     * `always` has synced the batch already, `off` never does. */
+    bool later = walk && !is_end && at_end && f->journal_enabled && f->fsync_mode == FU_FSYNC_BATCH;
     if (ok) {
         pthread_mutex_lock(&f->mu);
         struct fu_session *s = fu_session_find_locked(f, sid);
@@ -807,12 +839,10 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         } else {
             leads = fu_session_leads(s);
             epoch = p->epoch;
-            bool scan_batch =
-                source_type && (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
             int busy = 0;
             if (seq && fu_seqwin_applied(s->seq_done, s->seq_seen, seq)) {
                 duplicate = true; /* its answer was lost: applied once, answered again */
-            } else if (!leads && (b.has_scan_rows || (scan_batch && is_end))) {
+            } else if (!leads && (b.has_scan_rows || (walk && is_end))) {
                 fu_http_error(resp, 409,
                               "session %s is not the leader of pipe %s (epoch %llu): snapshot "
                               "and audit batches come from the leader only",
@@ -890,8 +920,13 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
                 break;
             }
         }
-        ok = ok && durable(p, jpos, resp);
-        if (reserved) { /* applied and durable: a copy is a duplicate; refused: it is not */
+        if (!later)
+            ok = ok && durable(p, jpos, resp);
+        for (size_t i = 0; ok && later && i < p->nviews; i++)
+            fu_view_kick(p->views[i]);
+        if (walk && is_end)
+            ok = ok && durable_all(p, resp);
+        if (reserved) { /* applied (and durable, or 202): a copy is a duplicate; refused: not */
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);
             if (s) {
@@ -903,9 +938,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         }
         /* A leader's whole walk, a snapshot or an audit (a restored view's first sync),
          * completes the pipe's sync. */
-        bool walk_end = is_end && source_type &&
-                        (!strcmp(source_type, "snapshot") || !strcmp(source_type, "audit"));
-        if (ok && walk_end) {
+        if (ok && walk && is_end) {
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);
             if (s && fu_session_leads(s) && p->epoch == epoch) {
@@ -921,6 +954,8 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
     if (ok) {
         struct fu_jw w;
         fu_jw_init(&w, &resp->body);
+        if (later)
+            resp->status = 202;
         fu_jw_obj_begin(&w);
         fu_jw_ckey(&w, "status");
         fu_jw_cstr(&w, "ok");
@@ -939,6 +974,10 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         if (duplicate) {
             fu_jw_ckey(&w, "duplicate");
             fu_jw_bool(&w, true);
+        }
+        if (later) {
+            fu_jw_ckey(&w, "durable");
+            fu_jw_bool(&w, false);
         }
         fu_jw_obj_end(&w);
     }

@@ -268,6 +268,7 @@ static void stats(struct fu_view *v, bool resyncing, struct fu_http_req *req,
         .journal_position = v->journal ? fu_journal_end(v->journal) : 0,
         .journaled = v->journal != NULL,
     };
+    x.synced_known = v->journal && fu_journal_synced(v->journal, &x.journal_synced);
     resp->status = fu_query_stats(&v->tree, fu_buf_str(&path), &x, &resp->body);
     pthread_rwlock_unlock(&v->lock);
     fu_buf_free(&path);

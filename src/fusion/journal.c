@@ -37,7 +37,8 @@ struct fu_journal {
     uint64_t seg_len; /* its record bytes */
     uint64_t end;     /* the position after the last record */
     uint64_t synced;  /* everything before it is durable */
-    bool syncing;     /* a thread is in fdatasync */
+    uint64_t kicked;  /* everything before it is being written back (fu_journal_kick) */
+    bool syncing;     /* a thread is in fdatasync or sync_file_range */
     int err;          /* a failed sync: sticky */
 };
 
@@ -465,6 +466,25 @@ int fu_journal_wait(struct fu_journal *j, uint64_t end)
     return rc;
 }
 
+void fu_journal_kick(struct fu_journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t from = j->kicked > j->synced ? j->kicked : j->synced;
+    if (j->mode == FU_FSYNC_BATCH && !j->syncing && !j->err && j->fd >= 0 &&
+        j->end - from >= FU_JOURNAL_KICK_BYTES) {
+        j->syncing = true; /* keeps the segment open, and syncs out of the way */
+        int fd = j->fd;
+        j->kicked = j->end;
+        pthread_mutex_unlock(&j->mu);
+        /* Starts the write-back of the file's dirty pages, without waiting for it. */
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        pthread_mutex_lock(&j->mu);
+        j->syncing = false;
+        pthread_cond_broadcast(&j->cv);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
 int fu_journal_rotate(struct fu_journal *j, uint64_t *pos)
 {
     pthread_mutex_lock(&j->mu);
@@ -498,6 +518,16 @@ int fu_journal_drop_before(struct fu_journal *j, uint64_t pos)
     j->nsegs -= n;
     pthread_mutex_unlock(&j->mu);
     return (int)n;
+}
+
+bool fu_journal_synced(struct fu_journal *j, uint64_t *pos)
+{
+    if (j->mode == FU_FSYNC_OFF)
+        return false;
+    pthread_mutex_lock(&j->mu);
+    *pos = j->synced;
+    pthread_mutex_unlock(&j->mu);
+    return true;
 }
 
 uint64_t fu_journal_end(struct fu_journal *j)

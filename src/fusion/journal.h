@@ -72,6 +72,17 @@ int fu_journal_append(struct fu_journal *j, uint8_t type, const void *data, size
  * failed sync (sticky: a journal that failed to sync takes no more records). */
 int fu_journal_wait(struct fu_journal *j, uint64_t end);
 
+/* Records that may wait for a later sync (a walk's batches, acknowledged before a sync at
+ * the walk's end): once FU_JOURNAL_KICK_BYTES of them are not synced yet, their write-back
+ * starts (sync_file_range), so that the sync that comes finds little left to write. `batch`
+ * mode only. */
+#define FU_JOURNAL_KICK_BYTES (8u << 20)
+void fu_journal_kick(struct fu_journal *j);
+
+/* *pos = the position before which everything is durable; false (and nothing set) with
+ * `fsync: off`, which leaves that to the kernel. */
+bool fu_journal_synced(struct fu_journal *j, uint64_t *pos);
+
 /* Starts a new segment (the current one synced first); *pos = its start, which is the end
  * of everything appended so far. A snapshot of the state at *pos lets the segments before
  * it go. The caller keeps appends out meanwhile (the view's lock). */

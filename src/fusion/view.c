@@ -266,6 +266,17 @@ int fu_view_durable(struct fu_view *v, uint64_t jpos)
     return v->journal && jpos ? fu_journal_wait(v->journal, jpos) : 0;
 }
 
+int fu_view_sync(struct fu_view *v)
+{
+    return v->journal ? fu_journal_wait(v->journal, fu_journal_end(v->journal)) : 0;
+}
+
+void fu_view_kick(struct fu_view *v)
+{
+    if (v->journal)
+        fu_journal_kick(v->journal);
+}
+
 /* ------------------------------------------------------------ changes
  * Each change has a *_locked form, run with the write lock held, by the live path (after
  * journaling) and by the replay alike. */

@@ -88,6 +88,11 @@ int fu_view_sentinel(struct fu_view *v, const struct fu_sentinel_row *rows, size
                      const char *paths, double recv_time, size_t *hits, uint64_t *jpos);
 /* Waits until the change at `jpos` is durable (the journal's fsync policy): 0 or -errno. */
 int fu_view_durable(struct fu_view *v, uint64_t jpos);
+/* Waits until everything journaled so far is durable: 0 or -errno. */
+int fu_view_sync(struct fu_view *v);
+/* For changes acknowledged before their sync: starts writing back the journal once enough
+ * of it waits (fu_journal_kick). */
+void fu_view_kick(struct fu_view *v);
 
 /* Opens the view's storage in `dir`: loads its newest good snapshot (a damaged one is logged
  * and the next older tried), then replays the journal after it. `fsync` and `window_sec` as

@@ -461,10 +461,11 @@ class BlindSpots(unittest.TestCase):
 
 class RecordingFusion(http.server.ThreadingHTTPServer):
     """A stand-in Fusion that answers as v1 does (or, with arrays, says it takes rows as
-    arrays, as ours does) and records every ingest body."""
+    arrays, as ours does; with at_end, says durable_at_end and answers the walk's batches
+    that ask for it 202, as ours does) and records every ingest body."""
 
-    def __init__(self, arrays):
-        self.arrays = arrays
+    def __init__(self, arrays, at_end=False):
+        self.arrays, self.at_end = arrays, at_end
         self.bodies = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), RecordingHandler)
@@ -481,14 +482,23 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
                       "session_timeout_seconds": 30, "message": "Session created successfully"}
             if self.server.arrays:
                 answer["row_arrays"] = True
+            if self.server.at_end:
+                answer["durable_at_end"] = True
         elif self.path.endswith("/events"):
             with self.server.lock:
                 self.server.bodies.append(body)
             answer = {"status": "ok"}
+            if self.server.at_end and body.get("durable_at_end") and not body.get("is_end"):
+                answer["durable"] = False
+                self.send_answer(202, answer)
+                return
         else:  # heartbeats, consistency markers
             answer = {"status": "ok", "role": "leader"}
+        self.send_answer(200, answer)
+
+    def send_answer(self, status, answer):
         data = json.dumps(answer).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -504,13 +514,14 @@ class RowFormat(unittest.TestCase):
     """Snapshot rows go as v1's objects unless the Fusion's session answer says row_arrays;
     then as arrays in the order of the event's fields (file_name left out)."""
 
-    def snapshot_rows(self, arrays):
+    def snapshot_rows(self, arrays, at_end=False):
         root = tempfile.mkdtemp(prefix="fustor-e2e-rows-")
         self.addCleanup(shutil.rmtree, root, True)
         os.makedirs(f"{root}/d")
         with open(f"{root}/d/f.txt", "w") as fh:
             fh.write("hello")
-        fusion = RecordingFusion(arrays)
+        fusion = RecordingFusion(arrays, at_end)
+        self.fusion = fusion
         threading.Thread(target=fusion.serve_forever, daemon=True).start()
         self.addCleanup(fusion.server_close)
         self.addCleanup(fusion.shutdown)
@@ -532,6 +543,7 @@ class RowFormat(unittest.TestCase):
         self.assertEqual((f["file_name"], f["size"], f["is_directory"]), ("f.txt", 5, False))
         self.assertEqual(f["modified_time"], st.st_mtime)
         self.assertIn("file_name", events[0]["fields"])
+        self.assertFalse(any("durable_at_end" in b for b in self.fusion.bodies))
 
     def test_arrays_for_a_fusion_that_says_row_arrays(self):
         events, st = self.snapshot_rows(True)
@@ -543,6 +555,19 @@ class RowFormat(unittest.TestCase):
         f = next(r for r in rows if r["path"] == "/d/f.txt")
         self.assertEqual((f["size"], f["is_directory"]), (5, False))
         self.assertEqual((f["modified_time"], f["created_time"]), (st.st_mtime, st.st_ctime))
+
+    def test_walk_batches_ask_a_fusion_that_takes_it_to_sync_at_the_end(self):
+        # Answered 202, the snapshot's batches count as sent; its end marker does not ask, and
+        # only its 200 completes the snapshot.
+        events, _ = self.snapshot_rows(True, at_end=True)
+        with self.fusion.lock:
+            bodies = list(self.fusion.bodies)
+        walk = [b for b in bodies if b.get("source_type") == "snapshot" and not b.get("is_end")]
+        ends = [b for b in bodies if b.get("source_type") == "snapshot" and b.get("is_end")]
+        self.assertTrue(walk and all(b.get("durable_at_end") is True for b in walk), bodies)
+        self.assertEqual(len(ends), 1, bodies)
+        self.assertNotIn("durable_at_end", ends[0])
+        self.assertEqual(sorted(r[0] for e in events for r in e["rows"]), ["/", "/d", "/d/f.txt"])
 
 
 if __name__ == "__main__":

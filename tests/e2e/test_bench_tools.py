@@ -162,7 +162,7 @@ class Snapshot(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp)
         shape = tree.build(f"{tmp}/t", 20, 5)
         b = os.path.dirname(binary("fustor-agent"))
-        res = agent_snapshot.compare([b, b + "/"], shape, 2)
+        res = agent_snapshot.compare([b, b + "/"], shape, 2, batch_size=7)
         self.assertEqual(sorted(res), sorted(["find_s", b, b + "/"]))
         self.assertEqual(len(res["find_s"]), 2)
         for d in (b, b + "/"):

@@ -352,6 +352,54 @@ static void test_concurrent_appenders_share_syncs_and_keep_their_order(void **st
     rmdir_all(dir);
 }
 
+/* Records acknowledged before their sync (a walk's batches): a kick starts their write-back
+ * but does not call them durable; the wait that follows does. With `fsync: off` the synced
+ * position is unknown and a kick does nothing. */
+static void test_a_kick_writes_back_and_only_a_wait_syncs(void **state)
+{
+    (void)state;
+    char *dir = tmpdir();
+    struct seen s;
+    struct fu_journal_replay_info info;
+    struct fu_journal *j = open_replay(dir, 0, &s, &info);
+    uint64_t synced = 1, first = append(j, "first");
+    assert_true(fu_journal_synced(j, &synced));
+    assert_int_equal(synced, first);
+    size_t big = 1u << 20;
+    char *blob = malloc(big);
+    assert_non_null(blob);
+    memset(blob, 'x', big);
+    uint64_t end = 0;
+    for (size_t done = 0; done <= FU_JOURNAL_KICK_BYTES; done += big) {
+        assert_int_equal(fu_journal_append(j, 7, blob, big, &end), 0);
+        fu_journal_kick(j); /* below the threshold at first, then past it */
+        assert_true(fu_journal_synced(j, &synced));
+        assert_int_equal(synced, first);
+    }
+    assert_int_equal(fu_journal_end(j), end);
+    assert_int_equal(fu_journal_wait(j, end), 0);
+    assert_true(fu_journal_synced(j, &synced));
+    assert_int_equal(synced, end);
+    fu_journal_close(j);
+    j = open_replay(dir, 0, &s, &info);
+    assert_int_equal(s.n, (FU_JOURNAL_KICK_BYTES + big) / big + 1);
+    assert_int_equal(info.end, end);
+    fu_journal_close(j);
+    rmdir_all(dir);
+
+    dir = tmpdir();
+    assert_int_equal(fu_journal_open(&j, dir, FU_FSYNC_OFF, 0), 0);
+    assert_int_equal(fu_journal_replay(j, 0, collect, &s, &info), 0);
+    assert_int_equal(fu_journal_append(j, 7, blob, big, &end), 0);
+    fu_journal_kick(j);
+    synced = 42;
+    assert_false(fu_journal_synced(j, &synced));
+    assert_int_equal(synced, 42);
+    fu_journal_close(j);
+    rmdir_all(dir);
+    free(blob);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_rotation_drop_and_replay_from_a_position),
         cmocka_unit_test(test_a_newer_format_is_refused),
         cmocka_unit_test(test_concurrent_appenders_share_syncs_and_keep_their_order),
+        cmocka_unit_test(test_a_kick_writes_back_and_only_a_wait_syncs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

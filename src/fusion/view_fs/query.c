@@ -692,6 +692,10 @@ int fu_query_stats(const struct fu_tree *t, const char *path, const struct fu_st
     if (x->journaled) {
         fu_jw_ckey(&w, "journal_position");
         fu_jw_uint(&w, x->journal_position);
+        if (x->synced_known) {
+            fu_jw_ckey(&w, "journal_synced_position");
+            fu_jw_uint(&w, x->journal_synced);
+        }
     }
     fu_jw_ckey(&w, "path");
     fu_jw_str(&w, fu_buf_str(&p), p.len);

@@ -49,6 +49,8 @@ struct fu_stats_extra {
     bool restored;             /* the view's state came from disk at start-up */
     bool journaled;            /* it has a journal: journal_position is meaningful */
     uint64_t journal_position; /* bytes journaled so far */
+    bool synced_known;         /* the journal syncs (fsync batch or always) ... */
+    uint64_t journal_synced;   /* ... and the bytes of it a sync made durable */
 };
 
 /* GET /stats[?path=]: v1's fields, O(1) from the subtree aggregates: item_count,

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -209,6 +210,48 @@ static void test_scan_exclude_globs_and_file_pattern(void **state)
     assert_false(fu_scan_excluded(&ex, "b", "/c/b"));
     assert_false(fu_scan_excluded(NULL, "b", "/a/b"));
     fu_strv_free(&ex);
+    /* Literal names and literal prefixes take a path without fnmatch: each pattern alone
+     * decides every name as fnmatch does. */
+    static const char *const globs[] = {".fustor-clock-probe-*",
+                                        "lost+found",
+                                        "*",
+                                        "",
+                                        ".snap*",
+                                        "tmp*x",
+                                        "a?c",
+                                        "[ab]*",
+                                        "\\*",
+                                        "abc*"};
+    static const char *const names[] = {".fustor-clock-probe-42",
+                                        ".fustor-clock-probe-",
+                                        "lost+found",
+                                        "lost+found2",
+                                        ".snapshot",
+                                        ".snap",
+                                        "snap",
+                                        "tmpx",
+                                        "tmp",
+                                        "abc",
+                                        "abcd",
+                                        "ab",
+                                        "*",
+                                        "\\x",
+                                        "",
+                                        "b.txt",
+                                        "a.c"};
+    for (size_t g = 0; g < sizeof(globs) / sizeof(globs[0]); g++) {
+        struct fu_strv one = {0};
+        fu_strv_push(&one, globs[g]);
+        for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+            bool want =
+                fnmatch(globs[g], names[n], FNM_PERIOD) == 0 || fnmatch(globs[g], names[n], 0) == 0;
+            char rel[64];
+            snprintf(rel, sizeof(rel), "/d/%s", names[n]);
+            if (fu_scan_excluded(&one, names[n], rel) != want)
+                fail_msg("exclude '%s' on '%s': want %d", globs[g], names[n], want);
+        }
+        fu_strv_free(&one);
+    }
 }
 
 static void test_scan_files_carry_their_parent_mtime(void **state)
@@ -391,8 +434,8 @@ static void test_dirs_only_walk_reports_every_directory_and_lists_no_leaf(void *
     dir("/deep/x/y");
     dir("/deep/leaf");
     put("/deep/x/y/file", "z");
-    struct fu_scan_opts o = {.root = root, .subpath = "/deep", .recursive = true,
-                             .dirs_only = true, .workers = 2};
+    struct fu_scan_opts o = {
+        .root = root, .subpath = "/deep", .recursive = true, .dirs_only = true, .workers = 2};
     struct fu_scan_stats st = {0};
     struct seen *s = calloc(1, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
@@ -405,8 +448,8 @@ static void test_dirs_only_walk_reports_every_directory_and_lists_no_leaf(void *
      * say so, neither is listed (/deep/leaf is: the directory made after its report counts) */
     struct statfs sf;
     assert_int_equal(statfs(root, &sf), 0);
-    bool trusted = sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC ||
-                   sf.f_type == TMPFS_MAGIC;
+    bool trusted =
+        sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC || sf.f_type == TMPFS_MAGIC;
     assert_int_equal(st.leaves, trusted ? 2 : 0);
     done(s);
     char p[512];

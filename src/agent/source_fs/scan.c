@@ -38,6 +38,14 @@ bool fu_scan_excluded(const struct fu_strv *exclude, const char *name, const cha
         return false;
     for (size_t i = 0; i < exclude->n; i++) {
         const char *g = exclude->v[i];
+        /* Names that are a literal, or a literal and one trailing '*' (as the clock probe's),
+         * are compared without fnmatch: every entry of every walk meets them. */
+        size_t lit = strcspn(g, "*?[\\/");
+        if (!g[lit] || (g[lit] == '*' && !g[lit + 1])) {
+            if (g[lit] ? !strncmp(name, g, lit) : !strcmp(name, g))
+                return true;
+            continue;
+        }
         if (strchr(g, '/') ? fnmatch(g, relpath, FNM_PATHNAME | FNM_PERIOD) == 0
                            : fnmatch(g, name, FNM_PERIOD) == 0 || fnmatch(g, name, 0) == 0)
             return true;
@@ -671,9 +679,9 @@ int fu_scan(const struct fu_scan_opts *opts, fu_scan_emit emit, void *ctx,
     struct statfs sf;
     /* ext2/3/4, XFS and tmpfs count a directory's subdirectories in its link count (ext4 says
      * 1 past 65000: not 2). NFS, CIFS, btrfs (always 1), FUSE and others are not trusted. */
-    w.leaf_ok = o.dirs_only && fstatfs(w.rootfd, &sf) == 0 &&
-                (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC ||
-                 sf.f_type == TMPFS_MAGIC);
+    w.leaf_ok =
+        o.dirs_only && fstatfs(w.rootfd, &sf) == 0 &&
+        (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC || sf.f_type == TMPFS_MAGIC);
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
 

@@ -101,17 +101,23 @@ void fu_jw_cstr(struct fu_jw *w, const char *s)
         fu_jw_str(w, s, strlen(s));
 }
 
+/* Writes v's decimal digits backwards, ending just before `end`; returns the first. */
+static char *digits_before(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
 static void put_u64(struct fu_buf *b, uint64_t v, bool neg)
 {
     char tmp[24];
-    int i = (int)sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    char *p = digits_before(tmp + sizeof(tmp), v);
     if (neg)
-        tmp[--i] = '-';
-    fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+        *--p = '-';
+    fu_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 void fu_jw_int(struct fu_jw *w, int64_t v)
@@ -164,13 +170,10 @@ static void put_fixed(struct fu_buf *b, bool neg, uint64_t ip, uint64_t frac, in
         frac /= 10;
     }
     tmp[--i] = '.';
-    do {
-        tmp[--i] = (char)('0' + ip % 10);
-        ip /= 10;
-    } while (ip);
+    char *p = digits_before(tmp + i, ip);
     if (neg)
-        tmp[--i] = '-';
-    fu_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+        *--p = '-';
+    fu_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 /* Fixed notation with the fewest decimals (up to 9) that reads back exactly. Covers

@@ -692,24 +692,12 @@ static void journal_error(struct fu_http_resp *resp, const struct fu_view *v, in
 }
 
 /* Waits until the changes at jpos[i] are durable in each of p's views (group commit:
- * concurrent requests share a sync). False, with the error answered, when one cannot be. */
+ * concurrent requests share a sync), or with jpos NULL everything journaled so far. False,
+ * with the error answered, when one cannot be. */
 static bool durable(const struct fu_pipe_rt *p, const uint64_t *jpos, struct fu_http_resp *resp)
 {
     for (size_t i = 0; i < p->nviews; i++) {
-        int rc = fu_view_durable(p->views[i], jpos[i]);
-        if (rc < 0) {
-            journal_error(resp, p->views[i], rc);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Waits until everything journaled so far in each of p's views is durable. */
-static bool durable_all(const struct fu_pipe_rt *p, struct fu_http_resp *resp)
-{
-    for (size_t i = 0; i < p->nviews; i++) {
-        int rc = fu_view_sync(p->views[i]);
+        int rc = jpos ? fu_view_durable(p->views[i], jpos[i]) : fu_view_sync(p->views[i]);
         if (rc < 0) {
             journal_error(resp, p->views[i], rc);
             return false;
@@ -925,7 +913,7 @@ static void ingest(struct fu_fusion *f, const struct fu_push_key *k, const char 
         for (size_t i = 0; ok && later && i < p->nviews; i++)
             fu_view_kick(p->views[i]);
         if (walk && is_end)
-            ok = ok && durable_all(p, resp);
+            ok = ok && durable(p, NULL, resp);
         if (reserved) { /* applied (and durable, or 202): a copy is a duplicate; refused: not */
             pthread_mutex_lock(&f->mu);
             struct fu_session *s = fu_session_find_locked(f, sid);

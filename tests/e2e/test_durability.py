@@ -171,11 +171,6 @@ class Durability(unittest.TestCase):
         self.assertGreater(st["journal_position"], 0)
         self.assertIn("restored from", self.home.log_text())
 
-    def push_raw(self, a, body):
-        body = dict(body, session_id=a.session_id)
-        status, resp, _ = request("POST", f"{a.base}/ingest/{a.session_id}/events", a.key, body)
-        return status, resp
-
     def test_a_walk_that_asks_is_synced_as_a_whole_at_its_end(self):
         # Every batch is answered 200 once a sync covers it, unless it is a batch of a
         # leader's walk that says durable_at_end: 202 once journaled, and the walk's end
@@ -187,35 +182,32 @@ class Durability(unittest.TestCase):
         self.assertIs(answer["durable_at_end"], True)
         old = time.time() - 86400  # no suspects: no timer journals anything meanwhile
 
-        def batch(source, paths, **kw):
-            return dict({"source_type": source, "is_end": False,
-                         "events": [event([row(p, size=1, mtime=old) for p in paths],
-                                          source=source if source != "message" else "realtime")]},
-                        **kw)
+        def push(source, paths, **kw):
+            src = "realtime" if source == "message" else source
+            return a.push([event([row(p, size=1, mtime=old) for p in paths], source=src)], source,
+                          **kw)
         synced = lambda st: (st["journal_position"], st["journal_synced_position"])  # noqa: E731
         # Realtime, even when it asks, and v1's snapshot batches: synced before their 200.
-        for body in (batch("message", ["/rt/a"], durable_at_end=True),
-                     batch("snapshot", ["/v1/a"])):
-            status, resp = self.push_raw(a, body)
+        for source, path, kw in (("message", "/rt/a", {"durable_at_end": True}),
+                                 ("snapshot", "/v1/a", {})):
+            status, resp = push(source, [path], **kw)
             self.assertEqual(status, 200, resp)
             pos, done = synced(self.stats())
             self.assertEqual(done, pos)
         before = pos
         for b in range(3):
-            status, resp = self.push_raw(
-                a, batch("snapshot", [f"/snap/d{b}/f{i}" for i in range(50)], durable_at_end=True,
-                         seq=b + 1))
+            status, resp = push("snapshot", [f"/snap/d{b}/f{i}" for i in range(50)],
+                                durable_at_end=True, seq=b + 1)
             self.assertEqual(status, 202, resp)
             self.assertEqual((resp["status"], resp["count"], resp["durable"]), ("ok", 50, False))
         # A copy of one (its answer was lost) is a duplicate, and still not durable.
-        status, resp = self.push_raw(
-            a, batch("snapshot", [f"/snap/d0/f{i}" for i in range(50)], durable_at_end=True, seq=1))
+        status, resp = push("snapshot", [f"/snap/d0/f{i}" for i in range(50)], durable_at_end=True,
+                            seq=1)
         self.assertEqual((status, resp.get("duplicate"), resp.get("durable")), (202, True, False))
         walked, done = synced(self.stats())
         self.assertGreater(walked, before)
         self.assertEqual(done, before)
-        status, resp = self.push_raw(a, {"source_type": "snapshot", "is_end": True,
-                                         "events": [], "durable_at_end": "yes"})
+        status, resp = a.push([], "snapshot", is_end=True, durable_at_end="yes")
         self.assertEqual((status, resp.get("detail")), (400, "durable_at_end must be true or false"))
         status, resp = a.push([], "snapshot", is_end=True)
         self.assertEqual(status, 200, resp)

@@ -84,9 +84,10 @@ class V1Agent:
             self.role = resp["role"]
         return status, resp
 
-    def push(self, events, source_type="message", is_end=False, metadata=None):
+    def push(self, events, source_type="message", is_end=False, metadata=None, **extra):
+        """One batch; `extra`: more top-level fields (ours: seq, durable_at_end)."""
         body = {"session_id": self.session_id, "source_type": source_type, "is_end": is_end,
-                "metadata": metadata, "events": events}
+                "metadata": metadata, "events": events, **extra}
         status, resp, _ = request("POST", f"{self.base}/ingest/{self.session_id}/events",
                                   self.key, body)
         return status, resp

@@ -996,12 +996,35 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
                          * which this walk must get answered 200 to count (else it walks
                          * again): one sync for the walk instead of one per batch. */
                         .at_end = kind != WALK_SCAN && atomic_load(&p->fusion_at_end)};
+    struct fu_scan_stats st = {0};
+    double t0 = wall();
+    atomic_store(&p->walk_rows, 0);
+    atomic_store(&p->walk_dirs, 0);
+    atomic_store(&p->walk_started, t0);
+    atomic_store(&p->phase, kind == WALK_SNAPSHOT ? PH_SNAPSHOT
+                            : kind == WALK_AUDIT  ? PH_AUDIT
+                                                  : PH_SCAN);
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     for (; b.nconns < SEND_CONNS; b.nconns++) {
         if (fu_hc_init(&b.conns[b.nconns], &p->uris, p->key, p->timeout) < 0)
             break;
         b.conns[b.nconns].sent = &p->bytes_sent;
+    }
+    if (kind == WALK_AUDIT && b.nconns) { /* before the senders share the connections */
+        /* The audit begins at Fusion before the first directory is listed: a file the walk
+         * misses because it was made meanwhile reaches Fusion by a realtime event after
+         * that start, which keeps the audit's end from deleting it (stale-evidence
+         * protection). v1's agent leaves the start to the first audit row, which may come
+         * after such events. A failure here leaves it so too. */
+        struct fu_buf out = FU_BUF_INIT;
+        long st =
+            fu_hc_call(&b.conns[0], "POST", "/api/v1/pipe/consistency/audit/start", "{}", 2, &out);
+        if (st != 200)
+            fu_warn("pipe %s: the audit's start was refused (%ld: %s); it starts with its first "
+                    "rows",
+                    p->id, st, st < 0 ? b.conns[0].err : fu_buf_str(&out));
+        fu_buf_free(&out);
     }
     struct sender_arg args[SEND_CONNS];
     for (int k = 0; k < b.nconns; k++) {
@@ -1015,6 +1038,7 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
             fu_hc_free(&b.conns[i]);
         pthread_cond_destroy(&b.cv);
         pthread_mutex_destroy(&b.mu);
+        atomic_store(&p->phase, PH_IDLE);
         return -ENOMEM;
     }
     fu_buf_printf(&b.path, "/api/v1/pipe/ingest/%s/events", p->sid);
@@ -1032,14 +1056,6 @@ static int walk_send(struct pipe_rt *p, enum walk_kind kind, const char *subpath
         .before_dir = gate_dir,
         .before_ctx = p,
     };
-    struct fu_scan_stats st = {0};
-    double t0 = wall();
-    atomic_store(&p->walk_rows, 0);
-    atomic_store(&p->walk_dirs, 0);
-    atomic_store(&p->walk_started, t0);
-    atomic_store(&p->phase, kind == WALK_SNAPSHOT ? PH_SNAPSHOT
-                            : kind == WALK_AUDIT  ? PH_AUDIT
-                                                  : PH_SCAN);
     /* startup_mode: message-only (v1): the leader sends no snapshot rows, only the end
      * marker, so that the view serves what realtime events and audits bring. */
     bool skip = kind == WALK_SNAPSHOT && p->message_only;

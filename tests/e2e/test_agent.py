@@ -462,11 +462,12 @@ class BlindSpots(unittest.TestCase):
 class RecordingFusion(http.server.ThreadingHTTPServer):
     """A stand-in Fusion that answers as v1 does (or, with arrays, says it takes rows as
     arrays, as ours does; with at_end, says durable_at_end and answers the walk's batches
-    that ask for it 202, as ours does) and records every ingest body."""
+    that ask for it 202, as ours does; with audits, says initial_sync: audit) and records
+    every ingest body, and every POST's path and phase in order (`calls`)."""
 
-    def __init__(self, arrays, at_end=False):
-        self.arrays, self.at_end = arrays, at_end
-        self.bodies = []
+    def __init__(self, arrays, at_end=False, audits=False):
+        self.arrays, self.at_end, self.audits = arrays, at_end, audits
+        self.bodies, self.calls = [], []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), RecordingHandler)
 
@@ -477,6 +478,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with self.server.lock:
+            self.server.calls.append((self.path.rstrip("/"), body.get("source_type"),
+                                      body.get("is_end")))
         if self.path.rstrip("/") == "/api/v1/pipe/session":
             answer = {"session_id": "s-1", "role": "leader", "is_leader": True,
                       "session_timeout_seconds": 30, "message": "Session created successfully"}
@@ -484,6 +488,8 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
                 answer["row_arrays"] = True
             if self.server.at_end:
                 answer["durable_at_end"] = True
+            if self.server.audits:
+                answer["initial_sync"] = "audit"
         elif self.path.endswith("/events"):
             with self.server.lock:
                 self.server.bodies.append(body)
@@ -514,13 +520,13 @@ class RowFormat(unittest.TestCase):
     """Snapshot rows go as v1's objects unless the Fusion's session answer says row_arrays;
     then as arrays in the order of the event's fields (file_name left out)."""
 
-    def snapshot_rows(self, arrays, at_end=False):
+    def snapshot_rows(self, arrays, at_end=False, audits=False):
         root = tempfile.mkdtemp(prefix="fustor-e2e-rows-")
         self.addCleanup(shutil.rmtree, root, True)
         os.makedirs(f"{root}/d")
         with open(f"{root}/d/f.txt", "w") as fh:
             fh.write("hello")
-        fusion = RecordingFusion(arrays, at_end)
+        fusion = RecordingFusion(arrays, at_end, audits)
         self.fusion = fusion
         threading.Thread(target=fusion.serve_forever, daemon=True).start()
         self.addCleanup(fusion.server_close)
@@ -529,7 +535,8 @@ class RowFormat(unittest.TestCase):
         a.put("default.yaml", AGENT.format(agent_id="host-r", root=root,
                                            rx=fusion.server_address[1]))
         a.start_daemon(self)
-        wait_for(lambda: "snapshot done" in a.log_text(), timeout=20, what="the snapshot")
+        walk = "audit" if audits else "snapshot"
+        wait_for(lambda: f"{walk} done" in a.log_text(), timeout=20, what=f"the {walk}")
         with fusion.lock:
             events = [e for b in fusion.bodies for e in b.get("events", [])
                       if e.get("message_source") == "snapshot"]
@@ -568,6 +575,21 @@ class RowFormat(unittest.TestCase):
         self.assertEqual(len(ends), 1, bodies)
         self.assertNotIn("durable_at_end", ends[0])
         self.assertEqual(sorted(r[0] for e in events for r in e["rows"]), ["/", "/d", "/d/f.txt"])
+
+    def test_an_audit_starts_at_fusion_before_its_walk(self):
+        # So that a file the walk misses, made while it lists, is protected by the realtime
+        # event that brings it after that start (v1's agent leaves the start to its first
+        # audit row, which may come after such events).
+        self.snapshot_rows(True, audits=True)
+        with self.fusion.lock:
+            calls = list(self.fusion.calls)
+        start = calls.index(("/api/v1/pipe/consistency/audit/start", None, None))
+        rows = [i for i, c in enumerate(calls) if c[0].endswith("/events") and c[1] == "audit"]
+        end = calls.index(("/api/v1/pipe/consistency/audit/end", None, None))
+        self.assertTrue(rows, calls)
+        self.assertLess(start, rows[0], calls)
+        self.assertEqual(calls[rows[-1]][2], True, calls)  # the end marker, then audit/end
+        self.assertLess(rows[-1], end, calls)
 
 
 if __name__ == "__main__":

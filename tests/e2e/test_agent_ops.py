@@ -42,9 +42,10 @@ SENDER = """  {id}:
 """
 
 
-def agent_yaml(rx, sources, pipes, params=None):
+def agent_yaml(rx, sources, pipes, params=None, timeout=None):
     """sources: {id: (root, [excludes])}; pipes: {id: (source, key, batch_size)}; params:
-    more driver_params of every source, e.g. "watcher: fanotify"."""
+    more driver_params of every source, e.g. "watcher: fanotify"; timeout: the senders'
+    timeout_sec."""
     text = "agent_id: host-a\nlogging: INFO\nsources:\n"
     for sid, (root, excl) in sources.items():
         text += SOURCE.format(id=sid, root=root, exclude=", ".join(f'"{e}"' for e in excl))
@@ -53,6 +54,8 @@ def agent_yaml(rx, sources, pipes, params=None):
     text += "senders:\n"
     for key in sorted({k for _, k, _ in pipes.values()}):
         text += SENDER.format(id=f"to-{key}", rx=rx, key=key)
+        if timeout is not None:
+            text += f"    timeout_sec: {timeout}\n"
     text += "pipes:\n"
     for pid, (src, key, batch) in pipes.items():
         text += (f"  {pid}: {{source: {src}, sender: to-{key}, batch_size: {batch}, "
@@ -314,20 +317,23 @@ class AgentOps(unittest.TestCase):
         self.assertIn("management_api_key", d["detail"])
 
     def test_a_stalled_walk_shows_its_progress(self):
-        # Fusion asks for an audit every second; frozen, it stalls the next audit's batches.
+        # Fusion asks for an audit every second; frozen, it stalls the next audit: its start
+        # until the senders' timeout (3 s here), then its batches.
         self.start_fusion(p1_extra=", audit_interval_sec: 1")
         for i in range(3000):
             with open(f"{self.root1}/a/f{i}", "w"):
                 pass
         a = self.start_agent(agent_yaml(self.rx, {"s1": (self.root1, [])},
-                                        {"sync1": ("s1", "k1", 10)}))
+                                        {"sync1": ("s1", "k1", 10)}, timeout=3))
         wait_for(lambda: "/a/f2999" in self.paths("v1"), timeout=20, what="synced")
         pid = self.fusion.pid()
         os.kill(pid, signal.SIGSTOP)
         try:
             # the next audit, or (on a slow machine) the snapshot itself, stalls
-            wait_for(lambda: self.pipes_status(a)["sync1"]["phase"] in ("snapshot", "audit"),
-                     timeout=15, what="a walk under way")
+            under_way = lambda st: (st["phase"] in ("snapshot", "audit") and  # noqa: E731
+                                    st.get("progress", {}).get("entries", 0) > 0)
+            wait_for(lambda: under_way(self.pipes_status(a)["sync1"]), timeout=15,
+                     what="a walk under way, past its start")
             st = self.pipes_status(a)["sync1"]
             self.assertGreater(st["progress"]["entries"], 0)
             self.assertIn("directories", st["progress"])
